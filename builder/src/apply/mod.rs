@@ -1,0 +1,1 @@
+//! The `apply` flow: plan, blue/green rebuild, rollback, destroy, template (issue 4).

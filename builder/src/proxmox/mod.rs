@@ -1,0 +1,1 @@
+//! Proxmox VE HTTP API client (issue 4).

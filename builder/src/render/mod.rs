@@ -1,0 +1,1 @@
+//! Pure rendering of the appliance bundle (issue 3).
