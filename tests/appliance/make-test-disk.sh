@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Builds the test disk of the appliance VM test: an ISO 9660 image labelled MMSTEST that the
+# test image's mms-test-early/-images units mount (see image/etc/systemd/system/). It holds
+#   standin.tar     rootfs of the stand-in service images: mms-standin (+ curl, redis-cli,
+#                   valkey-cli, immich-healthcheck as links to it), busybox, the libraries
+#   postgres.tar    the same plus PostgreSQL 17 (from the base image build)
+#   images.list     "REF ROLE" per container; load-images.sh imports each REF with its CMD
+#   test.env        MMS_USER, MMS_UID: whose podman storage gets the images
+#   tailscale       the fake Tailscale CLI
+#   root_authorized_keys, early.sh, load-images.sh
+#
+#   usage: make-test-disk.sh IMAGE_DIR STANDIN_BIN IMAGES_LIST PUBKEY_FILE USER UID OUT.iso
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+[ $# -eq 7 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
+img=$1 standin=$2 images=$3 pubkey=$4 user=$5 uid=$6 out=$7
+for f in "$img/busybox" "$img/postgres-rootfs.tar" "$standin" "$images" "$pubkey"; do
+  [ -e "$f" ] || { echo "make-test-disk: $f missing" >&2; exit 1; }
+done
+command -v genisoimage >/dev/null || { echo "make-test-disk: genisoimage missing; run scripts/setup-test-env.sh" >&2; exit 1; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+r=$work/rootfs disk=$work/disk
+mkdir -p "$r"/usr/{bin,lib,lib64,sbin} "$r"/usr/local/bin "$r"/etc "$r"/config "$r"/data "$r"/var/lib/postgresql "$disk"
+for d in bin lib lib64 sbin; do ln -s "usr/$d" "$r/$d"; done
+install -d -m 1777 "$r/tmp"
+cp "$standin" "$r/usr/local/bin/mms-standin"
+strip "$r/usr/local/bin/mms-standin" 2>/dev/null || true
+for tool in curl redis-cli valkey-cli immich-healthcheck; do ln -s mms-standin "$r/usr/local/bin/$tool"; done
+cp "$img/busybox" "$r/usr/bin/busybox"
+for a in sh ash wget ls cat ps sleep echo mkdir rm cp mv chmod chown id env test grep sed head tail true false nc du df find; do
+  ln -s busybox "$r/usr/bin/$a"
+done
+# the shared libraries mms-standin needs, from this host (glibc >= 2.36 runs it; the postgres
+# image overrides them with trixie's newer ones, which run it too)
+for lib in $(ldd "$standin" | awk '/=> \// {print $3} /^\t\/lib|^\t\/usr/ {print $1}'); do
+  real=$(readlink -f "$lib")
+  dest=$r/usr${real#/usr}
+  mkdir -p "$(dirname "$dest")"; cp "$real" "$dest"
+  base=$(basename "$lib")
+  [ -e "$(dirname "$dest")/$base" ] || ln -s "$(basename "$real")" "$(dirname "$dest")/$base"
+  case "$lib" in /lib64/*) [ -e "$r/usr/lib64/$base" ] || ln -s "$real" "$r/usr/lib64/$base" ;; esac
+done
+cat > "$r/etc/passwd" <<PW
+root:x:0:0:root:/root:/bin/sh
+postgres:x:999:999:PostgreSQL:/var/lib/postgresql:/bin/sh
+abc:x:911:911:linuxserver app user:/config:/bin/false
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+PW
+cat > "$r/etc/group" <<GR
+root:x:0:
+postgres:x:999:
+abc:x:911:
+nogroup:x:65534:
+GR
+tar --numeric-owner --owner=0 --group=0 -C "$r" -cf "$disk/standin.tar" .
+tar -C "$r" -xf "$img/postgres-rootfs.tar"
+tar --numeric-owner --owner=0 --group=0 -C "$r" -cf "$disk/postgres.tar" .
+cp "$images" "$disk/images.list"
+printf 'MMS_USER=%s\nMMS_UID=%s\n' "$user" "$uid" > "$disk/test.env"
+cp "$pubkey" "$disk/root_authorized_keys"
+cp "$here/testdisk/early.sh" "$here/testdisk/load-images.sh" "$here/testdisk/tailscale" "$disk/"
+genisoimage -quiet -output "$out" -volid MMSTEST -joliet -rock "$disk"
+ls -la "$out" >&2
