@@ -90,6 +90,7 @@ if ! mmdebstrap --variant=minbase --mode=root --components=main \
   --customize-hook='u=$1/usr/lib/systemd/system/cloud-init-network.service; grep -qx "After=systemd-networkd-wait-online.service" "$u" || { echo "cloud-init-network.service no longer has the After= line this override removes: re-check the ordering cycle" >&2; exit 1; }; { echo "# Full override (tests/appliance/build-image.sh): the packaged unit minus"; echo "# After=systemd-networkd-wait-online.service, which closes an ordering cycle with firewalld."; grep -vx "After=systemd-networkd-wait-online.service" "$u"; } > "$1/etc/systemd/system/cloud-init-network.service"' \
   --customize-hook='chroot "$1" systemctl enable systemd-networkd.service nfs-server.service mms-test-early.service mms-test-images.service' \
   --customize-hook='chroot "$1" systemctl mask postgresql.service apt-daily.timer apt-daily-upgrade.timer' \
+  --customize-hook='chroot "$1" sh -c "ldconfig && systemd-hwdb update && journalctl --update-catalog" && touch "$1/etc/.updated" "$1/var/.updated"' \
   --customize-hook='mkdir -p "$1"/srv/nfs/data/media "$1"/srv/nfs/data/usenet "$1"/srv/nfs/data/photos "$1"/srv/nfs/data/backups "$1"/srv/nfs/photos "$1"/srv/nfs/backups && chown -R 1100:1100 "$1"/srv/nfs' \
   trixie "$root" \
   "deb $mirror trixie main" "deb $mirror trixie-updates main" "deb $security trixie-security main" \

@@ -12,7 +12,7 @@ if [ ! -S "/run/user/$MMS_UID/bus" ]; then
   exit 1
 fi
 cd /tmp
-as_user() { runuser -u "$MMS_USER" -- env XDG_RUNTIME_DIR="/run/user/$MMS_UID" "$@"; }
+as_user() { runuser -u "$MMS_USER" -- env XDG_RUNTIME_DIR="/run/user/$MMS_UID" DBUS_SESSION_BUS_ADDRESS="unix:path=/run/user/$MMS_UID/bus" "$@"; }
 while read -r ref role; do
   [ -n "$ref" ] || continue
   case "$role" in

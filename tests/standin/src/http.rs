@@ -53,11 +53,19 @@ pub fn response(status: u16, content_type: &str, body: &str, head_only: bool) ->
     )
 }
 
-/// Serves `routes` on `0.0.0.0:port` forever, one thread per connection.
+/// Listens on `[::]:port` (dual stack: `localhost` may resolve to `::1` first), or on
+/// `0.0.0.0:port` where IPv6 is off.
+pub fn listen(port: u16) -> Result<TcpListener> {
+    let listener = TcpListener::bind(("::", port))
+        .or_else(|_| TcpListener::bind(("0.0.0.0", port)))
+        .with_context(|| format!("listen on port {port}"))?;
+    eprintln!("mms-standin: listening on {:?}", listener.local_addr()?);
+    Ok(listener)
+}
+
+/// Serves `routes` on `port` forever, one thread per connection.
 pub fn serve(port: u16, routes: &'static [Route]) -> Result<()> {
-    let listener =
-        TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("listen on port {port}"))?;
-    eprintln!("mms-standin: listening on 0.0.0.0:{port}");
+    let listener = listen(port)?;
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
         std::thread::spawn(move || {
@@ -140,13 +148,21 @@ pub fn parse_url(url: &str) -> Result<Url> {
 /// `GET url` → (status, body).
 pub fn get(url: &str, timeout: Duration) -> Result<(u16, String)> {
     let u = parse_url(url)?;
-    let addr = (u.host.as_str(), u.port)
+    let mut last = anyhow!("{} has no address", u.host);
+    let mut connected = None;
+    for addr in (u.host.as_str(), u.port)
         .to_socket_addrs()
         .with_context(|| format!("resolve {}", u.host))?
-        .next()
-        .ok_or_else(|| anyhow!("{} has no address", u.host))?;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("connect to {}:{}", u.host, u.port))?;
+    {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                connected = Some(s);
+                break;
+            }
+            Err(e) => last = anyhow!("connect to {addr}: {e}"),
+        }
+    }
+    let mut stream = connected.ok_or(last)?;
     stream.set_read_timeout(Some(timeout))?;
     write!(
         stream,

@@ -2,10 +2,10 @@
 //! client the health command runs.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 
 /// The reply to one chunk of client input (inline or RESP array commands).
 pub fn reply_to(input: &[u8]) -> &'static [u8] {
@@ -19,9 +19,7 @@ pub fn reply_to(input: &[u8]) -> &'static [u8] {
 
 /// Serves forever on `0.0.0.0:port`.
 pub fn serve(port: u16) -> Result<()> {
-    let listener =
-        TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("listen on port {port}"))?;
-    eprintln!("mms-standin: RESP listening on 0.0.0.0:{port}");
+    let listener = crate::http::listen(port)?;
     for conn in listener.incoming() {
         let Ok(mut stream) = conn else { continue };
         std::thread::spawn(move || {
