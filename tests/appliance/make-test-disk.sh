@@ -5,7 +5,8 @@
 #                   valkey-cli, immich-healthcheck as links to it), busybox, the libraries
 #   postgres.tar    the same plus PostgreSQL 17 (from the base image build)
 #   images.list     "REF ROLE" per container; load-images.sh imports each REF with its CMD
-#   test.env        MMS_USER, MMS_UID: whose podman storage gets the images
+#   test.env        MMS_USER, MMS_UID: whose podman storage gets the images;
+#                   MMS_TEST_BREAK (env of this script): 'firstboot' makes tailscale up fail
 #   tailscale       the fake Tailscale CLI
 #   root_authorized_keys, early.sh, load-images.sh
 #
@@ -57,7 +58,7 @@ tar --numeric-owner --owner=0 --group=0 -C "$r" -cf "$disk/standin.tar" .
 tar -C "$r" -xf "$img/postgres-rootfs.tar"
 tar --numeric-owner --owner=0 --group=0 -C "$r" -cf "$disk/postgres.tar" .
 cp "$images" "$disk/images.list"
-printf 'MMS_USER=%s\nMMS_UID=%s\n' "$user" "$uid" > "$disk/test.env"
+printf 'MMS_USER=%s\nMMS_UID=%s\nMMS_TEST_BREAK=%s\n' "$user" "$uid" "${MMS_TEST_BREAK:-}" > "$disk/test.env"
 cp "$pubkey" "$disk/root_authorized_keys"
 cp "$here/testdisk/early.sh" "$here/testdisk/load-images.sh" "$here/testdisk/tailscale" "$disk/"
 genisoimage -quiet -output "$out" -volid MMSTEST -joliet -rock "$disk"

@@ -5,6 +5,9 @@ set -eu
 d=/run/mms-test/disk
 install -m 0755 "$d/tailscale" /usr/local/bin/tailscale
 install -d -m 0700 /var/lib/mms-test/tailscale
+. "$d/test.env"
+# MMS_APPLIANCE_BREAK=firstboot: the fake tailnet rejects the auth key, so firstboot must fail.
+if [ "${MMS_TEST_BREAK:-}" = firstboot ]; then touch /var/lib/mms-test/tailscale/reject-auth-key; fi
 # The harness logs in as root with its throw-away key through a file cloud-init never touches
 # (cloud-init's disable_root rewrites /root/.ssh/authorized_keys entries).
 install -m 0600 "$d/root_authorized_keys" /etc/ssh/mms-test-root-keys

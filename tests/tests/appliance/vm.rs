@@ -155,7 +155,9 @@ impl Vm {
 
     /// Copies a file out of the VM.
     pub fn fetch(&self, remote: &str, local: &Path) -> Result<()> {
-        let out = self.ssh_command(&format!("cat {}", shell_quote(remote))).output()?;
+        let out = self
+            .ssh_command(&format!("cat {}", shell_quote(remote)))
+            .output()?;
         if !out.status.success() {
             bail!(
                 "copy {remote} out of the VM: {}",
