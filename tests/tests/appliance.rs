@@ -585,19 +585,9 @@ impl Run {
                 .ok_or_else(|| {
                     anyhow!("no archive for {service} under {target}/{service}/:\n{listing}")
                 })?;
-            if !vm
-                .exec(&format!(
-                    "test -s {archive}.sha256 || test -s {target}/{service}/manifest.json"
-                ))?
-                .status
-                .success()
-            {
-                // the manifest is written last (DESIGN §7); its absence means "no archive"
-                say(
-                    self.t0,
-                    &format!("note: {archive} has no .sha256 beside it"),
-                );
-            }
+            // The manifest is written last (DESIGN §7): an archive without one does not exist.
+            vm.sh(&format!("test -s {archive}.manifest.json"))
+                .with_context(|| format!("{archive} has no manifest"))?;
             let file = local.join(format!("{service}.tar.zst.age"));
             vm.fetch(archive, &file)?;
             let dir = local.join(service);
@@ -655,7 +645,17 @@ impl Run {
         let before = self.systemctl_user("show -p InvocationID --value radarr.service")?;
         vm.sh(&format!("rm -f {db}"))?;
         let identity = fs::read(&site.identity)?;
-        let out = vm.exec_with_input("mms-backupd restore radarr --identity - 2>&1", &identity)?;
+        let archive = vm.sh(&format!(
+            "ls -1 {}/radarr/radarr-*.tar.zst.age | sort | tail -1",
+            site.backup_target
+        ))?;
+        let out = vm.exec_with_input(
+            &format!(
+                "mms-backupd restore --service radarr --archive {} --identity - 2>&1",
+                archive.trim()
+            ),
+            &identity,
+        )?;
         let text = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             bail!(
