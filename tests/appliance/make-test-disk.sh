@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the test disk of the appliance VM test: an ISO 9660 image labelled MMSTEST that the
 # test image's mms-test-early/-images units mount (see image/etc/systemd/system/). It holds
-#   standin.tar     rootfs of the stand-in service images: mms-standin (+ curl, redis-cli,
-#                   valkey-cli, immich-healthcheck as links to it), busybox, the libraries
-#   postgres.tar    the same plus PostgreSQL 17 (from the base image build)
-#   images.list     "REF ROLE" per container; load-images.sh imports each REF with its CMD
+#   standins.tar    a docker-archive with one image per line of IMAGES_LIST ("REF ROLE"):
+#                   layer 1 mms-standin (+ curl, redis-cli, valkey-cli, immich-healthcheck as
+#                   links to it), busybox, the libraries; layer 2 (postgres role only)
+#                   PostgreSQL 17 from the base image build. CMD per role.
 #   test.env        MMS_USER, MMS_UID: whose podman storage gets the images;
 #                   MMS_TEST_BREAK (env of this script): 'firstboot' makes tailscale up fail
 #   tailscale       the fake Tailscale CLI
@@ -54,10 +54,46 @@ postgres:x:999:
 abc:x:911:
 nogroup:x:65534:
 GR
-tar --numeric-owner --owner=0 --group=0 -C "$r" -cf "$disk/standin.tar" .
-tar -C "$r" -xf "$img/postgres-rootfs.tar"
-tar --numeric-owner --owner=0 --group=0 -C "$r" -cf "$disk/postgres.tar" .
-cp "$images" "$disk/images.list"
+# Two layers: the stand-in rootfs, and PostgreSQL on top of it (trixie's libraries replace
+# this host's, which run mms-standin too). The postgres image's own dirs belong to uid 999 like
+# in the official image.
+chown -R 0:0 "$r"
+layers=$work/layers
+mkdir -p "$layers"
+tar --numeric-owner -C "$r" -cf "$layers/base.tar" .
+pg=$work/pg
+mkdir -p "$pg"
+tar -C "$pg" -xf "$img/postgres-rootfs.tar"
+install -d -o 999 -g 999 -m 0755 "$pg/var/lib/postgresql"
+install -d -o 999 -g 999 -m 0700 "$pg/var/lib/postgresql/data"
+install -d -o 999 -g 999 -m 3777 "$pg/var/run/postgresql"
+tar --numeric-owner -C "$pg" -cf "$layers/postgres.tar" .
+# One docker-archive holding every image (podman load reads it in one go; the layers are
+# stored once): manifest.json + one config per image + the layer tarballs.
+arch=$work/archive
+mkdir -p "$arch/base" "$arch/postgres"
+mv "$layers/base.tar" "$arch/base/layer.tar"
+mv "$layers/postgres.tar" "$arch/postgres/layer.tar"
+base_id=sha256:$(sha256sum "$arch/base/layer.tar" | cut -d' ' -f1)
+pg_id=sha256:$(sha256sum "$arch/postgres/layer.tar" | cut -d' ' -f1)
+path_env='"PATH=/usr/lib/postgresql/17/bin:/usr/local/bin:/usr/bin:/bin"'
+manifest="["
+sep=""
+while read -r ref role; do
+  [ -n "$ref" ] || continue
+  case "$role" in
+    postgres) cmd='["/usr/local/bin/mms-standin","postgres"]'; ids="\"$base_id\",\"$pg_id\""; files='"base/layer.tar","postgres/layer.tar"' ;;
+    *) cmd="[\"/usr/local/bin/mms-standin\",\"serve\",\"$role\"]"; ids="\"$base_id\""; files='"base/layer.tar"' ;;
+  esac
+  config="{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Cmd\":$cmd,\"Env\":[$path_env],\"StopSignal\":\"SIGTERM\",\"Labels\":{\"org.opencontainers.image.title\":\"mms-standin $role\"}},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[$ids]},\"history\":[{\"created_by\":\"tests/appliance/make-test-disk.sh ($role)\"}]}"
+  cid=$(printf '%s' "$config" | sha256sum | cut -d' ' -f1)
+  printf '%s' "$config" > "$arch/$cid.json"
+  manifest="$manifest$sep{\"Config\":\"$cid.json\",\"RepoTags\":[\"$ref\"],\"Layers\":[$files]}"
+  sep=","
+done < "$images"
+printf '%s]' "$manifest" > "$arch/manifest.json"
+tar --numeric-owner -C "$arch" -cf "$disk/standins.tar" .
+cp "$images" "$disk/images.list"   # for the evidence only
 printf 'MMS_USER=%s\nMMS_UID=%s\nMMS_TEST_BREAK=%s\n' "$user" "$uid" "${MMS_TEST_BREAK:-}" > "$disk/test.env"
 cp "$pubkey" "$disk/root_authorized_keys"
 cp "$here/testdisk/early.sh" "$here/testdisk/load-images.sh" "$here/testdisk/tailscale" "$disk/"

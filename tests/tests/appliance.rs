@@ -252,6 +252,8 @@ impl Run {
                 .arg(&bundle)
                 .arg("--appliance-bin")
                 .arg(&bins)
+                // A first build with empty state: nothing to migrate, no backup to restore yet.
+                .arg("--fresh")
                 .env("MMS_IDENTITY", &site.identity),
             "mms-build render",
         )?;

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs in the VM from the test disk (mms-test-images.service, after cloud-final, before
-# mms-firstboot): imports the stand-in container images into the appliance user's rootless
-# podman storage, one image per container of the site (images.list: "REF ROLE" per line).
+# mms-firstboot): loads the stand-in container images (one docker-archive, every image of the
+# site) into the appliance user's rootless podman storage.
 set -eu
 d=/run/mms-test/disk
 . "$d/test.env"   # MMS_USER, MMS_UID
@@ -12,18 +12,7 @@ if [ ! -S "/run/user/$MMS_UID/bus" ]; then
   exit 1
 fi
 cd /tmp
-as_user() { runuser -u "$MMS_USER" -- env XDG_RUNTIME_DIR="/run/user/$MMS_UID" DBUS_SESSION_BUS_ADDRESS="unix:path=/run/user/$MMS_UID/bus" "$@"; }
-while read -r ref role; do
-  [ -n "$ref" ] || continue
-  case "$role" in
-    postgres) tar=$d/postgres.tar; cmd='["/usr/local/bin/mms-standin","postgres"]' ;;
-    *) tar=$d/standin.tar; cmd="[\"/usr/local/bin/mms-standin\",\"serve\",\"$role\"]" ;;
-  esac
-  as_user podman import --quiet \
-    --change "CMD $cmd" \
-    --change "ENV PATH=/usr/lib/postgresql/17/bin:/usr/local/bin:/usr/bin:/bin" \
-    --change "STOPSIGNAL SIGTERM" \
-    "$tar" "$ref" >/dev/null
-  say "imported $ref ($role)"
-done < "$d/images.list"
-say "IMAGES-LOADED"
+runuser -u "$MMS_USER" -- env XDG_RUNTIME_DIR="/run/user/$MMS_UID" \
+  DBUS_SESSION_BUS_ADDRESS="unix:path=/run/user/$MMS_UID/bus" \
+  podman load --quiet --input "$d/standins.tar"
+say "IMAGES-LOADED $(wc -l < "$d/images.list") images"

@@ -60,11 +60,18 @@ pub fn settings(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
     })
 }
 
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A PostgreSQL program run as the postgres user: dropped to uid 999 when the container starts
+/// as root, as is when it already runs as 999 (`UserNS=keep-id:uid=999` makes that the default).
 fn as_postgres(program: &str) -> Command {
     let mut c = Command::new(Path::new(BIN).join(program));
-    c.uid(PG_UID)
-        .gid(PG_UID)
-        .env("HOME", "/var/lib/postgresql")
+    if is_root() {
+        c.uid(PG_UID).gid(PG_UID);
+    }
+    c.env("HOME", "/var/lib/postgresql")
         .env("PATH", format!("{BIN}:/usr/local/bin:/usr/bin:/bin"));
     c
 }
@@ -93,7 +100,7 @@ fn own(path: &Path, mode: u32) -> Result<()> {
 pub fn entrypoint() -> Result<()> {
     let s = settings(|k| std::env::var(k).ok())?;
     own(&s.pgdata, 0o700)?;
-    own(Path::new("/var/run/postgresql"), 0o2775)?;
+    own(Path::new("/var/run/postgresql"), 0o3777)?;
     if !s.pgdata.join("PG_VERSION").exists() {
         init(&s)?;
     }

@@ -105,16 +105,39 @@ impl Vm {
         c
     }
 
-    /// Runs `remote` as root in the VM; returns its output whatever the exit code.
+    /// Runs `remote` as root in the VM; returns its output whatever the exit code. SSH's own
+    /// failures (exit 255: the VM restarting firewalld or sshd under us) are retried for a minute.
     pub fn exec(&self, remote: &str) -> Result<Output> {
-        self.ssh_command(remote)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("ssh {remote}"))
+        let mut tries = 0;
+        loop {
+            let out = self
+                .ssh_command(remote)
+                .stdin(Stdio::null())
+                .output()
+                .with_context(|| format!("ssh {remote}"))?;
+            tries += 1;
+            if out.status.code() != Some(255) || tries >= 12 || !self.alive() {
+                return Ok(out);
+            }
+            std::thread::sleep(Duration::from_secs(5));
+        }
     }
 
     /// Runs `remote` as root, feeding `input` on stdin (secrets travel this way, never argv).
+    /// SSH's own failures are retried like [`Vm::exec`]; `remote` must be idempotent.
     pub fn exec_with_input(&self, remote: &str, input: &[u8]) -> Result<Output> {
+        let mut tries = 0;
+        loop {
+            let out = self.exec_with_input_once(remote, input)?;
+            tries += 1;
+            if out.status.code() != Some(255) || tries >= 12 || !self.alive() {
+                return Ok(out);
+            }
+            std::thread::sleep(Duration::from_secs(5));
+        }
+    }
+
+    fn exec_with_input_once(&self, remote: &str, input: &[u8]) -> Result<Output> {
         let mut child = self
             .ssh_command(remote)
             .stdin(Stdio::piped())
