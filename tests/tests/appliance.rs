@@ -786,7 +786,7 @@ fn evidence(r: &Run) -> String {
             (
                 "containers.txt",
                 format!(
-                    "cd /tmp && runuser -u {name} -- env XDG_RUNTIME_DIR=/run/user/{uid} podman ps -a"
+                    "cd /tmp && runuser -u {name} -- env XDG_RUNTIME_DIR=/run/user/{uid} DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus podman ps -a"
                 ),
             ),
             (
