@@ -33,8 +33,9 @@ if [ "$need_bpo" = 1 ]; then
 fi
 
 # ISO tools, ext4 image from a directory, compression, ssh client for the assertions,
-# Go age for decrypting backups outside the VM, and the keyring mmdebstrap checks trixie with.
+# Go age for decrypting backups outside the VM, the keyring mmdebstrap checks trixie with,
+# binutils (strip: the appliance programs go into the seed ISO without debug info).
 apt_install genisoimage xorriso e2fsprogs debian-archive-keyring ca-certificates zstd tar \
-  openssh-client age cpio
+  openssh-client age cpio binutils
 qemu-system-x86_64 --version | head -1
 mmdebstrap --version

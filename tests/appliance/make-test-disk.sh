@@ -19,7 +19,7 @@ for f in "$img/busybox" "$img/postgres-rootfs.tar" "$standin" "$images" "$pubkey
   [ -e "$f" ] || { echo "make-test-disk: $f missing" >&2; exit 1; }
 done
 command -v genisoimage >/dev/null || { echo "make-test-disk: genisoimage missing; run scripts/setup-test-env.sh" >&2; exit 1; }
-work=$(mktemp -d)
+work=$(mktemp -d "$(dirname "$(realpath -m "$out")")/test-disk.XXXXXX")   # not /tmp: shared and cleaned by other jobs
 trap 'rm -rf "$work"' EXIT
 r=$work/rootfs disk=$work/disk
 mkdir -p "$r"/usr/{bin,lib,lib64,sbin} "$r"/usr/local/bin "$r"/etc "$r"/config "$r"/data "$r"/var/lib/postgresql "$disk"
