@@ -60,7 +60,9 @@ security=${security:-http://deb.debian.org/debian-security}
 t0=$(date +%s)
 tmp=$cache/build-$key.tmp
 rm -rf "$tmp"
-mkdir -p "$tmp/debs"
+mkdir -p "$tmp/debs" "$tmp/tmpdir"
+# /tmp on these machines is shared with other jobs that clean it: keep temp files here.
+export TMPDIR=$tmp/tmpdir
 log=$tmp/build.log
 echo "build-image: building $out (log: $out/build.log)" >&2
 
@@ -114,7 +116,7 @@ bash "$here/extract-postgres.sh" "$root" "$tmp/postgres-rootfs.tar" >>"$log" 2>&
 
 # 4. The disk: ext4 made straight from the directory, no partition table.
 mkfs.ext4 -q -L root -d "$root" "$tmp/rootfs.raw" 4G
-rm -rf "$root"
+rm -rf "$root" "$tmp/tmpdir"
 t2=$(date +%s)
 echo "build-image: total $((t2 - t0))s" >>"$log"
 touch "$tmp/complete"

@@ -8,7 +8,7 @@ set -euo pipefail
 root=$1 out=$2
 pg=/usr/lib/postgresql/17
 [ -x "$root$pg/bin/postgres" ] || { echo "extract-postgres: $root$pg/bin/postgres missing" >&2; exit 1; }
-stage=$(mktemp -d)
+stage=$(mktemp -d "$(dirname "$(realpath -m "$out")")/pg-stage.XXXXXX")   # not /tmp: shared, cleaned by other jobs
 trap 'rm -rf "$stage"' EXIT
 copy() { mkdir -p "$stage$(dirname "$1")"; cp -a "$root$1" "$stage$1"; }
 # usrmerge: /lib, /lib64, /bin, /sbin are links into /usr (made first so copies land under /usr)

@@ -17,7 +17,7 @@ Acquire::Languages "none";
 CONF
 export APT_CONFIG=$state/apt.conf
 apt-get -qq update
-work=$(mktemp -d)
+work=$(mktemp -d "$out/repack.XXXXXX")   # not /tmp: shared, cleaned by other jobs
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && apt-get -qq download cloud-init)
 deb=$(ls "$work"/cloud-init_*_all.deb)

@@ -592,7 +592,8 @@ impl Run {
             uid,
             &format!("sqlite3 {db} \"INSERT OR REPLACE INTO markers VALUES ('appliance-test', 'before-backup')\""),
         )?;
-        let out = vm.sh("mms-backupd backup --all 2>&1")?;
+        // Bounded: a hang in the VM must fail the test with evidence, not stall CI.
+        let out = vm.sh("timeout 900 mms-backupd backup --all 2>&1")?;
         say(
             self.t0,
             &format!(
@@ -680,7 +681,7 @@ impl Run {
         ))?;
         let out = vm.exec_with_input(
             &format!(
-                "mms-backupd restore --service radarr --archive {} --identity - 2>&1",
+                "timeout 600 mms-backupd restore --service radarr --archive {} --identity - 2>&1",
                 archive.trim()
             ),
             &identity,

@@ -137,7 +137,7 @@ fn init(s: &Settings) -> Result<()> {
             "--auth-local=trust",
             "--auth-host=scram-sha-256",
             "--encoding=UTF8",
-            "--locale=C.UTF-8",
+            "--locale=C",
         ])
         .args(&s.initdb_args);
     let r = run(initdb, "initdb");
