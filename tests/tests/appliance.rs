@@ -519,9 +519,17 @@ impl Run {
         if !trusted.split_whitespace().any(|i| i == "tailscale0") {
             bail!("tailscale0 is not in firewalld's trusted zone (trusted: {trusted:?})");
         }
-        let perm = vm.sh("firewall-cmd --permanent --get-default-zone")?;
-        if perm.trim() != "drop" {
-            bail!("permanent default zone is {:?}", perm.trim());
+        // The permanent configuration too, so a reboot keeps it.
+        let conf = vm.sh("sed -n 's/^DefaultZone=//p' /etc/firewalld/firewalld.conf")?;
+        if conf.trim() != "drop" {
+            bail!(
+                "firewalld.conf DefaultZone is {:?}, expected drop",
+                conf.trim()
+            );
+        }
+        let perm = vm.sh("firewall-cmd --permanent --zone=trusted --list-interfaces")?;
+        if !perm.split_whitespace().any(|i| i == "tailscale0") {
+            bail!("tailscale0 is not in the permanent trusted zone ({perm:?})");
         }
         say(
             self.t0,
