@@ -18,10 +18,10 @@ pub fn outcome(exitstatus: &str) -> TaskOutcome {
     if exitstatus == "OK" {
         return TaskOutcome::Ok;
     }
-    if let Some(n) = exitstatus.strip_prefix("WARNINGS: ") {
-        if let Ok(n) = n.trim().parse() {
-            return TaskOutcome::Warnings(n);
-        }
+    if let Some(n) = exitstatus.strip_prefix("WARNINGS: ")
+        && let Ok(n) = n.trim().parse()
+    {
+        return TaskOutcome::Warnings(n);
     }
     TaskOutcome::Failed(exitstatus.to_owned())
 }
