@@ -1,8 +1,14 @@
 //! Command-line interface: one module per subcommand.
 
+mod apply;
 mod check;
+mod destroy;
+mod plan;
+mod rollback;
 mod schema;
 mod secrets;
+mod status;
+mod template;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
@@ -31,8 +37,24 @@ pub struct Cli {
     #[arg(long, short = 'i', global = true, value_name = "FILE")]
     pub identity: Option<PathBuf>,
 
+    /// Build or rebuild the VM (same as `mms-build apply`); without it and
+    /// without a subcommand, `mms-build` prints the plan and changes nothing.
+    #[arg(long)]
+    pub apply: bool,
+
+    /// Machine-readable output (plan, status).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Do not verify the Proxmox TLS certificate. Loud; for first setup only.
+    #[arg(long, global = true)]
+    pub insecure: bool,
+
+    #[command(flatten)]
+    pub apply_args: apply::ApplyArgs,
+
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// The subcommands of `mms-build`.
@@ -51,6 +73,22 @@ pub enum Command {
         #[arg(value_enum, default_value = "site")]
         kind: schema::Kind,
     },
+    /// Build or rebuild the VM on Proxmox (blue/green; resumes what exists).
+    Apply(apply::ApplyArgs),
+    /// Print what `--apply` would do (reads Proxmox, changes nothing).
+    Plan(apply::ApplyArgs),
+    /// Show the VMs MMS manages, their bundle and firstboot state.
+    Status,
+    /// Start the retired VM again and retire the serving one.
+    Rollback,
+    /// Delete every VM tagged `mms` and this site's seed ISOs.
+    Destroy {
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Create the Proxmox template from images/*.yml (download-url + import-from).
+    Template(template::TemplateArgs),
     /// Print shell completions for SHELL to stdout.
     Completions {
         /// The shell to complete for.
@@ -61,7 +99,24 @@ pub enum Command {
 impl Cli {
     /// Runs the selected subcommand.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        match self.command {
+        let (cfg, id, insecure) = (&self.config, self.identity.as_deref(), self.insecure);
+        let Some(command) = self.command else {
+            return if self.apply {
+                apply::run(cfg, id, insecure, &self.apply_args)
+            } else {
+                plan::run(cfg, id, insecure, self.json, &self.apply_args)
+            };
+        };
+        if self.apply {
+            anyhow::bail!("--apply goes without a subcommand (or use `mms-build apply`)");
+        }
+        match command {
+            Command::Apply(args) => apply::run(cfg, id, insecure, &args),
+            Command::Plan(args) => plan::run(cfg, id, insecure, self.json, &args),
+            Command::Status => status::run(cfg, id, insecure, self.json),
+            Command::Rollback => rollback::run(cfg, id, insecure),
+            Command::Destroy { yes } => destroy::run(cfg, id, insecure, yes),
+            Command::Template(args) => template::run(cfg, id, insecure, &args),
             Command::Check => check::run(&self.config, self.identity.as_deref()),
             Command::Secrets(cmd) => cmd.run(&self.config, self.identity.as_deref()),
             Command::Schema { kind } => schema::run(kind),

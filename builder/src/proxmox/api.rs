@@ -175,6 +175,7 @@ impl Client {
     }
 
     /// `POST …/qemu/{src}/clone` as a full clone.
+    #[allow(clippy::too_many_arguments)]
     pub async fn clone_vm(
         &self,
         node: &str,
@@ -183,6 +184,7 @@ impl Client {
         name: &str,
         pool: Option<&str>,
         storage: Option<&str>,
+        description: Option<&str>,
     ) -> Result<Upid, ProxmoxError> {
         let path = format!("{}/clone", qemu(node, src));
         let mut f = Form::new()
@@ -194,6 +196,9 @@ impl Client {
         }
         if let Some(s) = storage {
             f = f.text("storage", s);
+        }
+        if let Some(d) = description {
+            f = f.text("description", d);
         }
         let v = self.post(&path, f).await?;
         upid_of("POST", &path, &v)
