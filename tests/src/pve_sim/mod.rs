@@ -10,6 +10,7 @@
 //! firstboot by advancing `/var/lib/mms/firstboot.json`. Faults can be injected
 //! per call ([`Fault`]).
 
+pub mod harness;
 pub mod http;
 pub mod schema;
 pub mod state;

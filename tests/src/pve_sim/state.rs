@@ -195,6 +195,8 @@ pub struct Fault {
     pub kind: FaultKind,
     /// How many matching calls are affected.
     pub times: u32,
+    /// How many matching calls pass untouched first.
+    pub skip: u32,
 }
 
 impl Fault {
@@ -205,7 +207,29 @@ impl Fault {
             path_contains: path_contains.into(),
             kind,
             times,
+            skip: 0,
         }
+    }
+
+    /// Lets the first `n` matching calls through.
+    pub fn after(mut self, n: u32) -> Self {
+        self.skip = n;
+        self
+    }
+
+    /// Whether this fault applies to a call; consumes a skip when it matches.
+    fn matches(&mut self, method: &str, path: &str) -> bool {
+        if self.times == 0
+            || !(self.method == "*" || self.method == method)
+            || !path.contains(&self.path_contains)
+        {
+            return false;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
     }
 }
 
@@ -452,9 +476,8 @@ impl State {
         let mut fail_msg = None;
         let mut slow = None;
         for f in &mut self.faults {
-            if f.times == 0
-                || !(f.method == "*" || f.method == method)
-                || !path.contains(&f.path_contains)
+            if !matches!(f.kind, FaultKind::FailTask(_) | FaultKind::SlowTask(_))
+                || !f.matches(method, path)
             {
                 continue;
             }
@@ -632,9 +655,9 @@ impl State {
         // Faults that replace the answer.
         let mut reset_after = false;
         for f in &mut self.faults {
-            if f.times == 0
-                || !(f.method == "*" || f.method == req.method)
-                || !decoded_path.contains(&f.path_contains)
+            if matches!(f.kind, FaultKind::FailTask(_) | FaultKind::SlowTask(_))
+                || (matches!(f.kind, FaultKind::AgentDown) && !decoded_path.contains("/agent/"))
+                || !f.matches(&req.method, &decoded_path)
             {
                 continue;
             }
