@@ -136,6 +136,7 @@ impl Client {
             // pveproxy closes idle keep-alive connections after 5 s.
             .pool_idle_timeout(Duration::from_secs(3))
             .http1_only()
+            .tcp_nodelay(true)
             .build()
             .map_err(|e| tls_err(format!("HTTP client setup: {e}")))?;
         let mut auth = reqwest::header::HeaderValue::from_str(&format!(

@@ -82,6 +82,7 @@ pub async fn serve<H: Handler>(listener: TcpListener, acceptor: TlsAcceptor, han
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         tokio::spawn(async move {
@@ -171,10 +172,9 @@ async fn connection<H: Handler>(mut stream: BufReader<TlsStream<TcpStream>>, han
                     body.len()
                 );
                 let w = stream.get_mut();
-                if w.write_all(head.as_bytes()).await.is_err()
-                    || w.write_all(body.as_bytes()).await.is_err()
-                    || w.flush().await.is_err()
-                {
+                let mut out = head.into_bytes();
+                out.extend_from_slice(body.as_bytes());
+                if w.write_all(&out).await.is_err() || w.flush().await.is_err() {
                     return;
                 }
                 if close {
