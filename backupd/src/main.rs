@@ -1,1 +1,2 @@
+//! `mms-backupd` binary: see the library for everything it does.
 fn main() {}
