@@ -10,6 +10,19 @@
 //! [`systemd`] (D-Bus unit control), [`dump`] (pg_dumpall through podman), [`photos`],
 //! [`cli`].
 
+pub mod archive;
+pub mod backup;
+pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod dump;
 pub mod naming;
+pub mod ops;
+pub mod photos;
+pub mod pipeline;
+pub mod report;
+pub mod restore;
+pub mod retention;
+pub mod store;
+pub mod systemd;
+pub mod unpack;
