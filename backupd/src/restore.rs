@@ -140,7 +140,7 @@ fn extract(
             other => anyhow!("cannot open {}: {other}", archive.display()),
         })?;
     let hash = opened.hash.clone();
-    let out = unpack::unpack(opened.tar, route, Limits::default())
+    let out = unpack::unpack(opened.tar, route, Limits::from_env())
         .map_err(|e| stream_error(archive, e))?;
     progress.finish();
     let mut checked = false;

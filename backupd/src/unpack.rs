@@ -39,6 +39,23 @@ impl Default for Limits {
     }
 }
 
+/// Environment variable overriding [`Limits::max_entries`].
+pub const MAX_ENTRIES_ENV: &str = "MMS_BACKUPD_MAX_ENTRIES";
+/// Environment variable overriding [`Limits::max_bytes`].
+pub const MAX_BYTES_ENV: &str = "MMS_BACKUPD_MAX_BYTES";
+
+impl Limits {
+    /// The defaults, overridden by `MMS_BACKUPD_MAX_ENTRIES` / `MMS_BACKUPD_MAX_BYTES`.
+    pub fn from_env() -> Limits {
+        let get = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        let d = Limits::default();
+        Limits {
+            max_entries: get(MAX_ENTRIES_ENV).unwrap_or(d.max_entries),
+            max_bytes: get(MAX_BYTES_ENV).unwrap_or(d.max_bytes),
+        }
+    }
+}
+
 /// Where archive members go.
 #[derive(Debug, Clone)]
 pub enum Route {
