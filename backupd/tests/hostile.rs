@@ -1,6 +1,8 @@
 //! Hostile and damaged archives: each rule of the strict unpack refuses with a clear error,
 //! and the live directory stays exactly as it was (no staging leftovers either).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 use common::*;
 use std::fs;
@@ -53,11 +55,12 @@ fn hostile_corpus_is_refused_and_live_dir_untouched() {
     let cfg = write_config(
         d.path(),
         &target,
-        &[r.clone()],
+        std::slice::from_ref(&r),
         &format!("  radarr: {{ paths: [{}] }}\n", live.display()),
     );
     let c = cfg.to_str().unwrap().to_string();
-    let cases: &[(&str, &str, &str, &[(&str, &str)])] = &[
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let cases: &[Case] = &[
         ("dotdot", "d('radarr'); f('radarr/../evil')", "'..'", &[]),
         (
             "absolute",
@@ -210,7 +213,7 @@ fn trailing_garbage_truncation_flipped_byte_and_wrong_key() {
     let cfg = write_config(
         d.path(),
         &target,
-        &[r.clone()],
+        std::slice::from_ref(&r),
         &format!("  radarr: {{ paths: [{}] }}\n", live.display()),
     );
     let c = cfg.to_str().unwrap().to_string();

@@ -101,7 +101,7 @@ fn stock_pipeline_archive_restores_through_mms_backupd() {
     let cfg = write_config(
         d.path(),
         &target,
-        &[r.clone()],
+        std::slice::from_ref(&r),
         &format!("  radarr: {{ paths: [{}] }}\n", live.display()),
     );
     let c = cfg.to_str().unwrap();

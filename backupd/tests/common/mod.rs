@@ -1,5 +1,5 @@
 //! Shared helpers for mms-backupd's integration tests: real tools, fixtures, tree compare.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::fs::{self, File};
 use std::io::Write;
