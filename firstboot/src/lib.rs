@@ -1,1 +1,15 @@
-//! placeholder
+//! `mms-firstboot`: the MMS appliance's one-time first-boot agent.
+//!
+//! Runs once per VM as a root oneshot (`mms-firstboot.service`): waits for the secrets the
+//! builder delivers, enrolls in Tailscale, brings the services' state (migration from an LXC
+//! host or the previous VM, a backup restore, or nothing), starts the rootless units on the
+//! service user's systemd manager, health-checks them and records every step in the status
+//! file (DESIGN §6).
+//!
+//! The builder writes this crate's [`config::Config`] to `/etc/mms/firstboot.yml` and reads
+//! its [`status::Status`] back from `/var/lib/mms/firstboot.json`.
+
+pub mod cli;
+pub mod config;
+pub mod fsutil;
+pub mod status;
