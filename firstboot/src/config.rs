@@ -285,6 +285,10 @@ pub enum App {
 pub struct Migrate {
     /// Which app's stored paths to rewrite.
     pub app: App,
+    /// This service's own source host when it differs from `state.migrate.host` (the
+    /// helper scripts make one LXC per service); user, port and key stay the same.
+    #[serde(default)]
+    pub host: Option<String>,
     /// Units to stop on the source before copying (e.g. `radarr.service`).
     #[serde(default)]
     pub source_units: Vec<String>,
@@ -508,6 +512,11 @@ impl Config {
                 }
             }
             if let Some(m) = &s.migrate {
+                if let Some(h) = &m.host
+                    && (h.is_empty() || h.starts_with('-') || h.contains(char::is_whitespace))
+                {
+                    p.push(format!("{f}.migrate.host: {h:?} is not a host name"));
+                }
                 for u in &m.source_units {
                     if !is_unit_name(u) {
                         p.push(format!(
@@ -569,6 +578,7 @@ impl Config {
             },
             migrate: Some(Migrate {
                 app,
+                host: None,
                 source_units: vec![format!("{name}.service")],
                 sources: vec![SourceDir {
                     from: PathBuf::from(format!("/var/lib/{name}")),
@@ -635,6 +645,7 @@ impl Config {
                     },
                     migrate: Some(Migrate {
                         app: App::Sabnzbd,
+                        host: Some("old-sabnzbd.lan".into()),
                         source_units: vec!["sabnzbd.service".into()],
                         sources: vec![SourceDir {
                             from: PathBuf::from("/root/.sabnzbd"),
@@ -673,6 +684,7 @@ impl Config {
                     },
                     migrate: Some(Migrate {
                         app: App::Immich,
+                        host: None,
                         source_units: vec!["immich-web.service".into(), "immich-ml.service".into()],
                         sources: vec![SourceDir {
                             from: PathBuf::from("/opt/immich/upload"),

@@ -53,6 +53,33 @@ pub fn touch(path: &Path) -> io::Result<()> {
     write_atomic(path, b"", 0o644)
 }
 
+/// An exclusive lock held while firstboot runs (released on drop).
+pub type RunLock = nix::fcntl::Flock<File>;
+
+/// Takes the run lock at `path` without waiting: a second `mms-firstboot run` fails at once.
+pub fn lock(path: &Path) -> io::Result<RunLock> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        io::Error::other(format!(
+            "another mms-firstboot holds {} ({e})",
+            path.display()
+        ))
+    })
+}
+
+/// Removes `path` if it exists (a file).
+pub fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

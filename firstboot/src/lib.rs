@@ -8,8 +8,19 @@
 //!
 //! The builder writes this crate's [`config::Config`] to `/etc/mms/firstboot.yml` and reads
 //! its [`status::Status`] back from `/var/lib/mms/firstboot.json`.
+//!
+//! Layout: [`config`] and [`status`] (file formats), [`steps`] (the run loop and one module
+//! per phase), [`migrate`] (SSH + rsync migration; `migrate::rewrite` is pure), [`restore`],
+//! the I/O edges [`exec`] (programs with timeouts), [`systemd`] (D-Bus), [`journal`]
+//! (logging), [`fsutil`] (root-relative paths, atomic writes), and [`cli`].
 
 pub mod cli;
 pub mod config;
+pub mod exec;
 pub mod fsutil;
+pub mod journal;
+pub mod migrate;
+pub mod restore;
 pub mod status;
+pub mod steps;
+pub mod systemd;

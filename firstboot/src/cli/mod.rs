@@ -3,6 +3,9 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod cutover;
+mod migrate;
+mod run;
 mod status;
 
 /// The MMS appliance's first-boot agent (runs as root in the VM).
@@ -20,8 +23,14 @@ pub struct Cli {
 /// The subcommands of `mms-firstboot`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run (or continue) first boot: wait-secrets, tailscale, state, start, health, done.
+    Run(run::RunCmd),
     /// Print the status file (/var/lib/mms/firstboot.json) as a table, or as JSON.
     Status(status::StatusCmd),
+    /// Migrate services' state from an LXC host or the previous VM (the `state` step alone).
+    Migrate(migrate::MigrateCmd),
+    /// After cut-over: rename the tailnet node from <hostname>-next to <hostname>.
+    Cutover(cutover::CutoverCmd),
     /// Print a complete example of /etc/mms/firstboot.yml (the builder writes the real one).
     ExampleConfig,
 }
@@ -30,7 +39,10 @@ impl Cli {
     /// Runs the selected subcommand.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
+            Command::Run(c) => c.run(),
             Command::Status(c) => c.run(),
+            Command::Migrate(c) => c.run(),
+            Command::Cutover(c) => c.run(),
             Command::ExampleConfig => {
                 print!("{}", crate::config::Config::example().to_yaml()?);
                 Ok(ExitCode::SUCCESS)
@@ -39,21 +51,9 @@ impl Cli {
     }
 }
 
-/// Logs to stderr without timestamps (`RUST_LOG` overrides the level from `-v`).
+/// Logging for the binary (journald under systemd, else stderr).
 pub fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time()
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
-        .try_init();
+    crate::journal::init(verbose);
 }
 
 #[cfg(test)]
@@ -73,5 +73,27 @@ mod tests {
             panic!("not status")
         };
         assert!(s.json);
+    }
+
+    #[test]
+    fn migrate_flags_parse() {
+        let c = Cli::try_parse_from([
+            "mms-firstboot",
+            "migrate",
+            "--from",
+            "root@old:2222",
+            "--service",
+            "radarr",
+            "--service",
+            "sonarr",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Command::Migrate(m) = c.command else {
+            panic!("not migrate")
+        };
+        assert!(m.dry_run);
+        assert_eq!(m.service, ["radarr", "sonarr"]);
+        assert!(Cli::try_parse_from(["mms-firstboot", "migrate", "--dry-run"]).is_ok());
     }
 }
