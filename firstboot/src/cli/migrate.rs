@@ -25,6 +25,9 @@ pub struct MigrateCmd {
     /// List what would be done; change nothing and connect nowhere.
     #[arg(long)]
     pub dry_run: bool,
+    /// Limit rsync's bandwidth, KiB/s (slow or shared links).
+    #[arg(long, value_name = "KIB_PER_S")]
+    pub bwlimit: Option<u32>,
     /// Private SSH key (default: the config's key file in the secrets dir).
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
@@ -99,6 +102,7 @@ impl MigrateCmd {
             ssh: PathBuf::from("ssh"),
             rsync: PathBuf::from("rsync"),
             only: self.service.clone(),
+            bwlimit_kib: self.bwlimit,
         };
         let plans = migrate::plan(&config, &from, &self.service)?;
         if self.dry_run {

@@ -52,6 +52,8 @@ pub struct Migration<'a> {
     pub rsync: PathBuf,
     /// Limit to these services (empty = every service with something to migrate).
     pub only: Vec<String>,
+    /// rsync `--bwlimit` in KiB/s (slow or shared links); `None` = unlimited.
+    pub bwlimit_kib: Option<u32>,
 }
 
 /// What will be done for one service (pure; see [`plan`]).
@@ -529,19 +531,22 @@ impl Migration<'_> {
         if !d.ends_with('/') {
             d.push('/');
         }
+        let mut cmd = Command::new(&self.rsync);
+        if let Some(kib) = self.bwlimit_kib {
+            cmd.arg(format!("--bwlimit={kib}"));
+        }
         let out = exec::run(
-            Command::new(&self.rsync)
-                .args([
-                    "-a",
-                    "-s",
-                    "--numeric-ids",
-                    "--delete",
-                    "--partial-dir=.rsync-partial",
-                    "-e",
-                    &e,
-                ])
-                .arg(format!("{host}:{src}"))
-                .arg(&d),
+            cmd.args([
+                "-a",
+                "-s",
+                "--numeric-ids",
+                "--delete",
+                "--partial-dir=.rsync-partial",
+                "-e",
+                &e,
+            ])
+            .arg(format!("{host}:{src}"))
+            .arg(&d),
             Duration::from_secs(24 * 3600),
         )
         .with_context(|| format!("rsync {host}:{src}"))?;

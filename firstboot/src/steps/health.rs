@@ -69,11 +69,11 @@ pub fn get(url: &str, timeout: Duration) -> Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
+    let request = format!(
         "GET {} HTTP/1.0\r\nHost: {}:{}\r\nUser-Agent: mms-firstboot\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         u.path, u.host, u.port
-    )?;
+    );
+    s.write_all(request.as_bytes())?;
     let mut buf = Vec::new();
     s.take(256 * 1024).read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);

@@ -26,6 +26,7 @@ impl Step for StateStep {
                     ssh: ctx.env.ssh.clone(),
                     rsync: ctx.env.rsync.clone(),
                     only: vec![],
+                    bwlimit_kib: None,
                 };
                 let reports = m.run().next_action(format!(
                     "fix the cause on the source {}@{} (or in mms.yml `migrate:`), then \
