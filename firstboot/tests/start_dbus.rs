@@ -4,6 +4,8 @@
 //! The user-bus address is injected through `Env::user_bus` (`$MMS_FIRSTBOOT_USER_BUS` for
 //! the binary).
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 
 use common::*;

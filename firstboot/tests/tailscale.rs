@@ -1,6 +1,8 @@
 //! The `tailscale` step against a stand-in `tailscale` CLI that records calls and can fail
 //! or hang (the only fake in firstboot's tests).
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 
 use common::*;

@@ -1,5 +1,5 @@
 //! Helpers shared by firstboot's integration tests: configs, tool checks, stand-ins.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use mms_firstboot::config::{Config, Health, Paths, Service, StateSource, Tailscale, User};
 use mms_firstboot::steps::{Context, Env};
