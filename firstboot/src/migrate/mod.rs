@@ -423,7 +423,7 @@ impl Migration<'_> {
             let dest = if src.to.is_absolute() {
                 under(self.root, &src.to)
             } else {
-                staging.join(&src.to)
+                under(&staging, &src.to)
             };
             fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
             tracing::info!(service = %p.service, from = %src.from.display(), to = %dest.display(), "rsync");
