@@ -4,6 +4,11 @@
 //! at the edges (Proxmox client, guest agent, filesystem writer).
 
 pub mod apply;
+pub mod catalog;
 pub mod cli;
+pub mod config;
+pub mod images;
 pub mod proxmox;
 pub mod render;
+pub mod secrets;
+pub mod yaml;
