@@ -831,6 +831,22 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn loader_never_panics(text in "\\PC{0,400}") {
+            let _ = Config::from_yaml(Path::new("f.yml"), &text);
+        }
+
+        #[test]
+        fn loader_never_panics_on_yaml_shaped_input(
+            keys in proptest::collection::vec("(user|paths|tailscale|state|services|name|uid|x)", 0..6),
+            vals in proptest::collection::vec("(1100|-1|mms|\\[\\]|\\{\\}|fresh|/a|~|'')", 0..6),
+        ) {
+            let text: String = keys.iter().zip(vals.iter()).map(|(k, v)| format!("{k}: {v}\n")).collect();
+            let _ = Config::from_yaml(Path::new("f.yml"), &text);
+        }
+    }
+
     #[test]
     fn invalid_values_are_all_reported() {
         let mut c = Config::example();

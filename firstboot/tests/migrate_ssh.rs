@@ -214,7 +214,7 @@ fn make_sources(src: &Path) {
         &radarr.join("logs.db"),
         "CREATE TABLE Logs (Id INTEGER PRIMARY KEY, Message TEXT); INSERT INTO Logs (Message) VALUES ('/movies/ x');",
     );
-    std::fs::write(radarr.join("config.xml"), "<Config>\n  <BindAddress>*</BindAddress>\n  <Port>7878</Port>\n  <SslCertPath>/movies/cert.pfx</SslCertPath>\n  <ApiKey>0123456789abcdef0123456789abcdef</ApiKey>\n</Config>").unwrap();
+    std::fs::write(radarr.join("config.xml"), "<Config>\n  <BindAddress>10.0.0.7</BindAddress>\n  <Port>7878</Port>\n  <SslCertPath>/movies/cert.pfx</SslCertPath>\n  <ApiKey>0123456789abcdef0123456789abcdef</ApiKey>\n</Config>").unwrap();
     std::fs::create_dir_all(radarr.join("MediaCover/1")).unwrap();
     std::fs::write(radarr.join("MediaCover/1/poster.jpg"), vec![7u8; 70_000]).unwrap();
 

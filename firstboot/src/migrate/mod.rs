@@ -469,9 +469,7 @@ impl Migration<'_> {
             fs::create_dir_all(&build)?;
         }
         let rw = Rewriter::new(&p.rewrites);
-        if !rw.is_empty() {
-            report.rewrites = rewrite_tree(&build, p.app, &rw, &self.config.tailscale.hostname)?;
-        }
+        report.rewrites = rewrite_tree(&build, p.app, &rw, &self.config.tailscale.hostname)?;
         let mut listing = String::new();
         for r in &report.rewrites {
             tracing::info!(service = %p.service, "rewrite {r}");
@@ -754,7 +752,11 @@ fn rewrite_tree(dir: &Path, app: App, rw: &Rewriter, ts_hostname: &str) -> Resul
         };
     match app {
         App::Radarr | App::Sonarr | App::Lidarr | App::Prowlarr => {
-            text_file(Path::new("config.xml"), &|t, c| rw.xml(t, c))?;
+            text_file(Path::new("config.xml"), &|t, c| {
+                let rewritten = rw.xml(t, c);
+                let base = rewritten.as_deref().unwrap_or(t);
+                rewrite::servarr_bind_any(base, c).or(rewritten)
+            })?;
         }
         App::Sabnzbd => {
             let opts = rewrite::SabOptions {

@@ -172,6 +172,22 @@ impl Rewriter {
     }
 }
 
+/// Servarr `config.xml`: an IP-pinned `<BindAddress>` (the LXC's own address) becomes `*`,
+/// otherwise the app cannot bind inside the container (arr-state.md §0).
+pub fn servarr_bind_any(text: &str, changes: &mut Vec<Change>) -> Option<String> {
+    let start = text.find("<BindAddress>")? + "<BindAddress>".len();
+    let end = start + text[start..].find("</BindAddress>")?;
+    let value = text[start..end].trim();
+    if value.is_empty() || value == "*" || value.parse::<std::net::IpAddr>().is_err() {
+        return None;
+    }
+    changes.push(Change {
+        old: format!("BindAddress {value}"),
+        new: "BindAddress *".into(),
+    });
+    Some(format!("{}*{}", &text[..start], &text[end..]))
+}
+
 /// SABnzbd `[misc]` keys that hold paths relative to the old `$HOME` when not absolute.
 const SAB_HOME_KEYS: &[&str] = &[
     "download_dir",
@@ -361,6 +377,25 @@ mod tests {
             Some("/data/media/movies\n")
         );
         assert_eq!(r.mblink("/tv", &mut ch), None);
+    }
+
+    #[test]
+    fn bind_address_pinned_to_an_ip_becomes_any() {
+        let mut ch = vec![];
+        let x = "<Config>\n  <BindAddress>192.168.1.23</BindAddress>\n</Config>";
+        assert_eq!(
+            servarr_bind_any(x, &mut ch).unwrap(),
+            "<Config>\n  <BindAddress>*</BindAddress>\n</Config>"
+        );
+        assert_eq!(
+            servarr_bind_any("<Config><BindAddress>*</BindAddress></Config>", &mut ch),
+            None
+        );
+        assert_eq!(
+            servarr_bind_any("<Config><Port>1</Port></Config>", &mut ch),
+            None
+        );
+        assert_eq!(ch.len(), 1);
     }
 
     #[test]

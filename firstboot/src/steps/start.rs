@@ -135,7 +135,7 @@ fn load_postgres_dump(
 ) -> anyhow::Result<bool> {
     let dump = crate::migrate::dump_file(&ctx.root, &ctx.config, service);
     let loaded = dump.with_file_name("loaded");
-    if !dump.exists() || loaded.exists() {
+    if loaded.exists() || !dump.exists() {
         return Ok(false);
     }
     let f = std::fs::File::open(&dump).with_context(|| format!("opening {}", dump.display()))?;
@@ -161,6 +161,8 @@ fn load_postgres_dump(
         ));
     }
     crate::fsutil::touch(&loaded)?;
+    // The dump is a full copy of the database: keep it no longer than needed.
+    std::fs::remove_file(&dump).with_context(|| format!("removing {}", dump.display()))?;
     Ok(true)
 }
 

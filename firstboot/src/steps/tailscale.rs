@@ -43,6 +43,23 @@ pub fn backend_state(tailscale: &Path, timeout: Duration) -> anyhow::Result<Stri
         .ok_or_else(|| anyhow!("`tailscale status --json` has no BackendState"))
 }
 
+/// Polls `status --json` until tailscaled answers; returns its `BackendState`.
+fn wait_answer(ctx: &Context, timeout: Duration) -> anyhow::Result<String> {
+    let start = Instant::now();
+    loop {
+        match backend_state(&ctx.env.tailscale, Duration::from_secs(30)) {
+            Ok(s) => return Ok(s),
+            Err(e) if start.elapsed() >= timeout => {
+                return Err(e.context(format!(
+                    "tailscaled did not answer within {} s (is tailscaled.service running?)",
+                    timeout.as_secs()
+                )));
+            }
+            Err(_) => std::thread::sleep(ctx.env.poll),
+        }
+    }
+}
+
 /// Polls `status --json` until `Running` or `timeout`.
 fn wait_running(ctx: &Context, timeout: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
@@ -122,10 +139,9 @@ impl Step for TailscaleStep {
         let check = "check `tailscale status` and `journalctl -u tailscaled`, then \
                      `systemctl restart mms-firstboot`";
 
-        let already = matches!(
-            backend_state(bin, Duration::from_secs(30)).as_deref(),
-            Ok("Running")
-        );
+        // tailscaled may still be starting: wait until it answers before deciding anything.
+        let state = wait_answer(ctx, up_timeout).next_action(check)?;
+        let already = state == "Running";
         if !already {
             if !key.exists() {
                 return Err(anyhow!(
