@@ -277,6 +277,19 @@ fn make_sources(src: &Path) {
     std::fs::write(movies.join("Movies.mblink"), "/movies").unwrap();
     std::fs::write(movies.join("movies.collection"), "").unwrap();
     std::fs::write(lib.join(".jellyfin-data"), "").unwrap();
+
+    let upload = src.join("opt/immich/upload");
+    for d in ["library/admin/2024", "upload", "thumbs", "profile"] {
+        std::fs::create_dir_all(upload.join(d)).unwrap();
+    }
+    for d in ["library", "upload", "thumbs", "profile"] {
+        std::fs::write(upload.join(d).join(".immich"), "").unwrap();
+    }
+    std::fs::write(
+        upload.join("library/admin/2024/IMG_0001.jpg"),
+        vec![9u8; 50_000],
+    )
+    .unwrap();
 }
 
 fn rw(pairs: &[(&str, &str)]) -> Vec<Rewrite> {
@@ -415,6 +428,17 @@ fn config(host: &OldHost, src: &Path) -> mms_firstboot::config::Config {
                 ]),
             ),
         ),
+        svc(
+            "immich",
+            2283,
+            migrate(
+                App::Immich,
+                &["immich-web.service", "immich-ml.service"],
+                vec![(src.join("opt/immich/upload"), "/data/photos")],
+                &[],
+                vec![],
+            ),
+        ),
     ];
     c
 }
@@ -483,7 +507,7 @@ fn migration_copies_checks_rewrites_and_chowns() {
     let (_host, tmp, ctx) = setup();
     let src_before = tree_hash(&tmp.path().join("src"));
     let reports = migration(&ctx, &[]).run().unwrap();
-    assert_eq!(reports.len(), 6);
+    assert_eq!(reports.len(), 7);
     let cfg = ctx.root.join("home/mms/config");
 
     // Radarr: roots on component boundaries, trailing slash kept, JSON order kept
@@ -613,6 +637,20 @@ fn migration_copies_checks_rewrites_and_chowns() {
         q(&jdb, "SELECT Data FROM BaseItems WHERE Id = 'a'"),
         ["{\"PhysicalLocationsList\":[\"/data/media/movies\"]}"]
     );
+
+    // Immich: the upload tree (with its .immich markers) lands on the photos path
+    let photos = ctx.root.join("data/photos");
+    assert_eq!(
+        std::fs::read(photos.join("library/admin/2024/IMG_0001.jpg")).unwrap(),
+        vec![9u8; 50_000]
+    );
+    for d in ["library", "upload", "thumbs", "profile"] {
+        assert!(photos.join(d).join(".immich").exists(), "{d}/.immich");
+    }
+    for (rel, _) in tree_hash(&photos) {
+        let m = std::fs::symlink_metadata(photos.join(&rel)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (1100, 1100), "{}", rel.display());
+    }
 
     // every rewrite listed
     let listing = std::fs::read_to_string(

@@ -590,8 +590,23 @@ pub fn dump_file(root: &Path, config: &Config, service: &str) -> PathBuf {
         .join("pg_dumpall.sql")
 }
 
+/// Copies a `pg_dumpall` stream, replacing the `search_path` line as Immich's restore recipe
+/// does (otherwise the restore fails on vector types).
+pub fn transform_dump(r: impl std::io::BufRead, mut w: impl std::io::Write) -> std::io::Result<()> {
+    for line in r.split(b'\n') {
+        let line = line?;
+        if line == PG_SEARCH_PATH_OLD.as_bytes() {
+            w.write_all(PG_SEARCH_PATH_NEW.as_bytes())?;
+        } else {
+            w.write_all(&line)?;
+        }
+        w.write_all(b"\n")?;
+    }
+    w.flush()
+}
+
 fn dump_postgres(m: &Migration<'_>, host: &str, cmd: &str, mdir: &Path) -> Result<()> {
-    use std::io::{BufRead, BufReader, BufWriter, Write};
+    use std::io::{BufReader, BufWriter};
     use std::os::unix::fs::OpenOptionsExt;
     let raw = mdir.join("pg_dumpall.raw");
     let f = fs::OpenOptions::new()
@@ -613,29 +628,21 @@ fn dump_postgres(m: &Migration<'_>, host: &str, cmd: &str, mdir: &Path) -> Resul
             out.stderr_tail(4)
         );
     }
+    if fs::metadata(&raw)?.len() == 0 {
+        bail!("pg_dumpall on {host} printed nothing (command: {cmd})");
+    }
     let final_path = mdir.join("pg_dumpall.sql");
     let tmp = mdir.join("pg_dumpall.sql.tmp");
     {
-        let r = BufReader::new(fs::File::open(&raw)?);
-        let mut w = BufWriter::new(
-            fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?,
-        );
-        for line in r.split(b'\n') {
-            let line = line?;
-            if line == PG_SEARCH_PATH_OLD.as_bytes() {
-                w.write_all(PG_SEARCH_PATH_NEW.as_bytes())?;
-            } else {
-                w.write_all(&line)?;
-            }
-            w.write_all(b"\n")?;
-        }
-        w.flush()?;
-        w.get_ref().sync_all()?;
+        let w = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let mut bw = BufWriter::new(w);
+        transform_dump(BufReader::new(fs::File::open(&raw)?), &mut bw)?;
+        bw.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     }
     fs::rename(&tmp, &final_path)?;
     fs::remove_file(&raw)?;
@@ -868,6 +875,17 @@ mod tests {
                 .starts_with("podman exec immich_postgres pg_dumpall")
         );
         assert!(plan(&c, &vm, &["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn dump_search_path_is_fixed() {
+        let input = format!("SET x;\n{PG_SEARCH_PATH_OLD}\nCREATE TABLE t();\n");
+        let mut out = Vec::new();
+        transform_dump(input.as_bytes(), &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("SET x;\n{PG_SEARCH_PATH_NEW}\nCREATE TABLE t();\n")
+        );
     }
 
     #[test]

@@ -17,9 +17,38 @@ pub enum Kind {
     Path,
     /// The value is a JSON document with paths in string values.
     Json,
+    /// Jellyfin 10.10 `TypedBaseItems.Images`: `path*ticks*type*w*h[*blurhash]|…`.
+    ImageList,
 }
 
-use Kind::{Json, Path as P};
+use Kind::{ImageList, Json, Path as P};
+
+/// Rewrites the path field of each `|`-separated image entry.
+pub fn rewrite_image_list(rw: &Rewriter, value: &str, changes: &mut Vec<Change>) -> Option<String> {
+    let mut changed = false;
+    let parts: Vec<String> = value
+        .split('|')
+        .map(|entry| {
+            let (path, rest) = entry.split_once('*').unwrap_or((entry, ""));
+            match rw.path(path) {
+                Some(new) => {
+                    changed = true;
+                    changes.push(Change {
+                        old: path.to_string(),
+                        new: new.clone(),
+                    });
+                    if entry.contains('*') {
+                        format!("{new}*{rest}")
+                    } else {
+                        new
+                    }
+                }
+                None => entry.to_string(),
+            }
+        })
+        .collect();
+    changed.then(|| parts.join("|"))
+}
 
 /// A path-bearing column.
 pub type Column = (&'static str, &'static str, Kind);
@@ -85,6 +114,7 @@ pub fn targets(app: App) -> Vec<(&'static str, Vec<Column>)> {
                 vec![
                     ("TypedBaseItems", "Path", P),
                     ("TypedBaseItems", "data", Json),
+                    ("TypedBaseItems", "Images", ImageList),
                     ("mediastreams", "Path", P),
                     ("Chapters2", "ImagePath", P),
                 ],
@@ -180,6 +210,7 @@ pub fn rewrite_db(path: &Path, columns: &[Column], rw: &Rewriter) -> Result<Vec<
                     })
                 }),
                 Kind::Json => rw.json(&value, &mut changes),
+                Kind::ImageList => rewrite_image_list(rw, &value, &mut changes),
             };
             let Some(new) = new else { continue };
             tx.execute(
@@ -290,6 +321,21 @@ mod tests {
             .query_row("SELECT Path FROM Series", [], |r| r.get(0))
             .unwrap();
         assert_eq!(p, "/tv/A");
+    }
+
+    #[test]
+    fn jellyfin_10_10_image_lists() {
+        let rw = Rewriter::new(&[Rewrite {
+            from: "/movies".into(),
+            to: "/data/media/movies".into(),
+        }]);
+        let mut ch = vec![];
+        let v = "/movies/A/poster.jpg*637000000000000000*Primary*1000*1500*abc|/movies2/x.jpg*1*Backdrop*1*1";
+        assert_eq!(
+            rewrite_image_list(&rw, v, &mut ch).unwrap(),
+            "/data/media/movies/A/poster.jpg*637000000000000000*Primary*1000*1500*abc|/movies2/x.jpg*1*Backdrop*1*1"
+        );
+        assert_eq!(rewrite_image_list(&rw, "/tv/x*1*P*1*1", &mut ch), None);
     }
 
     #[test]
