@@ -283,8 +283,10 @@ pub enum App {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Migrate {
-    /// Which app's stored paths to rewrite.
-    pub app: App,
+    /// Which app's stored paths to rewrite; default: from the service name
+    /// (`radarr` → [`App::Radarr`], …; unknown names → [`App::Other`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<App>,
     /// This service's own source host when it differs from `state.migrate.host` (the
     /// helper scripts make one LXC per service); user, port and key stay the same.
     #[serde(default)]
@@ -298,7 +300,13 @@ pub struct Migrate {
     /// Every `*.db` found in the copy is checked too.
     #[serde(default)]
     pub sqlite: Vec<PathBuf>,
+    /// Where `config_dir` is mounted in the service's main container (default `/config`, the
+    /// linuxserver layout). Each source dir with a relative `to` adds the layout rewrite
+    /// `from` → `<container_config>/<to>` (e.g. `/var/lib/jellyfin` → `/config/data`).
+    #[serde(default = "default_container_config")]
+    pub container_config: String,
     /// Stored-path rewrites, old → new, applied on path-component boundaries, longest first.
+    /// They win over the derived layout rewrites for the same `from`.
     #[serde(default)]
     pub rewrites: Vec<Rewrite>,
 }
@@ -313,6 +321,26 @@ pub struct SourceDir {
     /// absolute = that directory in the VM (e.g. Immich's upload tree → `/data/photos`).
     #[serde(default = "default_to")]
     pub to: PathBuf,
+}
+
+fn default_container_config() -> String {
+    "/config".into()
+}
+
+impl App {
+    /// The app a catalog service name stands for.
+    pub fn for_service(name: &str) -> App {
+        match name {
+            "radarr" => App::Radarr,
+            "sonarr" => App::Sonarr,
+            "lidarr" => App::Lidarr,
+            "prowlarr" => App::Prowlarr,
+            "sabnzbd" => App::Sabnzbd,
+            "jellyfin" => App::Jellyfin,
+            "immich" => App::Immich,
+            _ => App::Other,
+        }
+    }
 }
 
 fn default_to() -> PathBuf {
@@ -541,6 +569,12 @@ impl Config {
                         ));
                     }
                 }
+                if !m.container_config.starts_with('/') {
+                    p.push(format!(
+                        "{f}.migrate.container_config: {:?} must be an absolute path",
+                        m.container_config
+                    ));
+                }
                 for r in &m.rewrites {
                     for (k, v) in [("from", &r.from), ("to", &r.to)] {
                         if !v.starts_with('/') || v.len() < 2 || v.split('/').any(|c| c == "..") {
@@ -577,8 +611,9 @@ impl Config {
                 interval_s: 5,
             },
             migrate: Some(Migrate {
-                app,
+                app: Some(app),
                 host: None,
+                container_config: default_container_config(),
                 source_units: vec![format!("{name}.service")],
                 sources: vec![SourceDir {
                     from: PathBuf::from(format!("/var/lib/{name}")),
@@ -637,14 +672,15 @@ impl Config {
                     units: vec!["sabnzbd.service".into()],
                     config_dir: PathBuf::from("/home/mms/config/sabnzbd"),
                     health: Health {
-                        url: "http://127.0.0.1:8080/sabnzbd/api?mode=version".into(),
+                        url: "http://127.0.0.1:8080/api?mode=version".into(),
                         expect_status: 200,
                         expect_body: None,
                         start_period_s: 30,
                         interval_s: 5,
                     },
                     migrate: Some(Migrate {
-                        app: App::Sabnzbd,
+                        app: None,
+                        container_config: default_container_config(),
                         host: Some("old-sabnzbd.lan".into()),
                         source_units: vec!["sabnzbd.service".into()],
                         sources: vec![SourceDir {
@@ -683,7 +719,8 @@ impl Config {
                         interval_s: 10,
                     },
                     migrate: Some(Migrate {
-                        app: App::Immich,
+                        app: None,
+                        container_config: default_container_config(),
                         host: None,
                         source_units: vec!["immich-web.service".into(), "immich-ml.service".into()],
                         sources: vec![SourceDir {

@@ -310,8 +310,14 @@ fn migrate(
     rewrites: Vec<Rewrite>,
 ) -> Option<Migrate> {
     Some(Migrate {
-        app,
+        // radarr/sonarr/… name their app; the explicit value must agree
+        app: if app == App::for_service(units[0].trim_end_matches(".service")) {
+            None
+        } else {
+            Some(app)
+        },
         host: None,
+        container_config: "/config".into(),
         source_units: units.iter().map(|u| u.to_string()).collect(),
         sources: sources
             .into_iter()

@@ -163,8 +163,8 @@ fn service_plan(config: &Config, from: &MigrateFrom, s: &Service) -> Option<Serv
                 ),
                 stop_units: m.source_units.clone(),
                 sources: m.sources.clone(),
-                app: m.app,
-                rewrites: m.rewrites.clone(),
+                app: m.app.unwrap_or_else(|| App::for_service(&s.name)),
+                rewrites: effective_rewrites(m),
                 sqlite: m.sqlite.clone(),
                 dump_command,
                 config_dir: s.config_dir.clone(),
@@ -208,6 +208,31 @@ fn service_plan(config: &Config, from: &MigrateFrom, s: &Service) -> Option<Serv
             })
         }
     }
+}
+
+/// The explicit rewrites plus the layout rewrites derived from the source dirs
+/// (`from` → `<container_config>/<to>` for each relative `to`); explicit ones win.
+pub fn effective_rewrites(m: &crate::config::Migrate) -> Vec<Rewrite> {
+    let mut out = m.rewrites.clone();
+    for s in m.sources.iter().filter(|s| !s.to.is_absolute()) {
+        let from = s.from.display().to_string();
+        let from = from.trim_end_matches('/').to_string();
+        if from.is_empty() || out.iter().any(|r| r.from.trim_end_matches('/') == from) {
+            continue;
+        }
+        let mut to = m.container_config.trim_end_matches('/').to_string();
+        for c in s.to.components() {
+            if let std::path::Component::Normal(part) = c {
+                to.push('/');
+                to.push_str(&part.to_string_lossy());
+            }
+        }
+        if to.is_empty() {
+            to.push('/');
+        }
+        out.push(Rewrite { from, to });
+    }
+    out
 }
 
 /// A human listing of `plans` (what `migrate --dry-run` prints).
@@ -885,6 +910,46 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             format!("SET x;\n{PG_SEARCH_PATH_NEW}\nCREATE TABLE t();\n")
+        );
+    }
+
+    #[test]
+    fn layout_rewrites_are_derived_from_sources() {
+        let m = crate::config::Migrate {
+            app: None,
+            host: None,
+            source_units: vec![],
+            sources: vec![
+                SourceDir {
+                    from: "/etc/jellyfin".into(),
+                    to: ".".into(),
+                },
+                SourceDir {
+                    from: "/var/lib/jellyfin/".into(),
+                    to: "data".into(),
+                },
+                SourceDir {
+                    from: "/opt/immich/upload".into(),
+                    to: "/data/photos".into(),
+                },
+            ],
+            sqlite: vec![],
+            container_config: "/config".into(),
+            rewrites: vec![Rewrite {
+                from: "/etc/jellyfin/".into(),
+                to: "/elsewhere".into(),
+            }],
+        };
+        let r: Vec<(String, String)> = effective_rewrites(&m)
+            .into_iter()
+            .map(|r| (r.from, r.to))
+            .collect();
+        assert_eq!(
+            r,
+            [
+                ("/etc/jellyfin/".to_string(), "/elsewhere".to_string()),
+                ("/var/lib/jellyfin".to_string(), "/config/data".to_string()),
+            ]
         );
     }
 
