@@ -7,3 +7,14 @@ apt-get install -y -qq --no-install-recommends \
 # sshd refuses to start without its privilege-separation directory.
 mkdir -p /run/sshd
 chmod 0755 /run/sshd
+# An unprivileged account for the user-bus test (a dbus-daemon run as this user refuses
+# root, like a real user bus; firstboot must connect as the user). uid 1190 so it does not
+# clash with the appliance's mms (1100).
+if ! getent passwd mmsfbtest >/dev/null; then
+  if getent passwd 1190 >/dev/null; then
+    echo "40-firstboot: uid 1190 is taken by $(getent passwd 1190 | cut -d: -f1); the user-bus test needs it" >&2
+    exit 1
+  fi
+  groupadd -g 1190 mmsfbtest 2>/dev/null || true
+  useradd -u 1190 -g 1190 -M -d /nonexistent -s /usr/sbin/nologin mmsfbtest
+fi
