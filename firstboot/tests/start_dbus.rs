@@ -11,13 +11,8 @@ mod common;
 use common::*;
 use mms_firstboot::status::{Phase, Status, StepResult};
 use mms_firstboot::steps::{self, Step, start::StartStep};
-use std::collections::HashSet;
-use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
 /// A private session bus; killed on drop.
 struct Bus {
@@ -64,96 +59,6 @@ fn private_bus() -> Bus {
         child,
         address,
         _dir: dir,
-    }
-}
-
-/// The systemd Manager stand-in: records StartUnit calls, answers with a job path and emits
-/// `JobRemoved` for it afterwards (result `failed` for units in `fail`).
-struct Manager {
-    started: Arc<Mutex<Vec<String>>>,
-    fail: HashSet<String>,
-    conn: Arc<OnceLock<zbus::blocking::Connection>>,
-    next: AtomicU32,
-    subscribed: Arc<Mutex<bool>>,
-}
-
-#[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
-impl Manager {
-    fn subscribe(&self) {
-        *self.subscribed.lock().unwrap() = true;
-    }
-
-    fn reload(&self) {}
-
-    fn start_unit(&self, name: String, mode: String) -> zbus::fdo::Result<OwnedObjectPath> {
-        assert_eq!(mode, "replace");
-        let id = self.next.fetch_add(1, Ordering::SeqCst) + 1;
-        let path =
-            OwnedObjectPath::try_from(format!("/org/freedesktop/systemd1/job/{id}")).unwrap();
-        self.started.lock().unwrap().push(name.clone());
-        let result = if self.fail.contains(&name) {
-            "failed"
-        } else {
-            "done"
-        };
-        let conn = self.conn.clone();
-        let job = path.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            // another job's signal first: the client must wait for its own
-            let other = ObjectPath::try_from("/org/freedesktop/systemd1/job/999").unwrap();
-            let c = conn.get().unwrap();
-            c.emit_signal(
-                None::<&str>,
-                "/org/freedesktop/systemd1",
-                "org.freedesktop.systemd1.Manager",
-                "JobRemoved",
-                &(999u32, other, "other.service", "failed"),
-            )
-            .unwrap();
-            c.emit_signal(
-                None::<&str>,
-                "/org/freedesktop/systemd1",
-                "org.freedesktop.systemd1.Manager",
-                "JobRemoved",
-                &(id, job.as_ref(), name.as_str(), result),
-            )
-            .unwrap();
-        });
-        Ok(path)
-    }
-}
-
-struct Systemd {
-    started: Arc<Mutex<Vec<String>>>,
-    subscribed: Arc<Mutex<bool>>,
-    _conn: Arc<OnceLock<zbus::blocking::Connection>>,
-}
-
-fn serve_manager(address: &str, fail: &[&str]) -> Systemd {
-    let started = Arc::new(Mutex::new(Vec::new()));
-    let subscribed = Arc::new(Mutex::new(false));
-    let cell = Arc::new(OnceLock::new());
-    let m = Manager {
-        started: started.clone(),
-        fail: fail.iter().map(|s| s.to_string()).collect(),
-        conn: cell.clone(),
-        next: AtomicU32::new(0),
-        subscribed: subscribed.clone(),
-    };
-    let conn = zbus::blocking::connection::Builder::address(address)
-        .unwrap()
-        .name("org.freedesktop.systemd1")
-        .unwrap()
-        .serve_at("/org/freedesktop/systemd1", m)
-        .unwrap()
-        .build()
-        .unwrap();
-    cell.set(conn).ok().unwrap();
-    Systemd {
-        started,
-        subscribed,
-        _conn: cell,
     }
 }
 
@@ -236,30 +141,6 @@ fn missing_user_bus_times_out_with_linger_hint() {
         e.error
     );
     assert!(e.next_action.contains("enable-linger"));
-}
-
-/// Answers every request with `200 {"status":"OK"}` (or 500 when `ok` is false).
-fn http_server(ok: bool) -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            let (code, body) = if ok {
-                ("200 OK", r#"{"status":"OK"}"#)
-            } else {
-                ("500 Internal Server Error", r#"{"status":"Error"}"#)
-            };
-            let _ = write!(
-                s,
-                "HTTP/1.1 {code}\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    port
 }
 
 #[test]
