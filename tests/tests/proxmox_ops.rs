@@ -3,7 +3,7 @@
 
 use mms_builder::apply::flow;
 use mms_builder::apply::ops;
-use mms_builder::apply::plan::{REBUILD_AUTHORIZED_KEYS, REBUILD_KEY};
+use mms_builder::apply::plan::{REBUILD_AUTHORIZED_KEYS, REBUILD_KEY, REBUILD_SOURCE};
 use mms_builder::apply::progress::Progress;
 use mms_builder::images::ImageDef;
 use mms_tests::pve_sim::harness::{
@@ -42,6 +42,7 @@ fn rebuild_with_an_old_vm_then_rollback() {
         );
         let new = &st.vms[&101];
         assert!(new.files[REBUILD_KEY].starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+        assert_eq!(new.files[REBUILD_SOURCE], "root@mms\n");
         assert_eq!(new.name(), "mms");
     }
     let lines = rt()
@@ -211,4 +212,57 @@ fn template_downloads_imports_and_converts_idempotently() {
         &Progress::plain(),
     ))
     .unwrap();
+}
+
+#[test]
+fn a_clone_not_yet_in_the_resource_list_is_found_by_its_config() {
+    // Right after a clone, cluster/resources shows the VM without name or tags.
+    let sim = sim_with_template(SimConfig {
+        rrd_delay: Duration::from_secs(30),
+        ..SimConfig::default()
+    });
+    sim.inject(mms_tests::pve_sim::Fault::new(
+        "POST",
+        "/status/start",
+        mms_tests::pve_sim::FaultKind::FailTask("start failed".into()),
+        1,
+    ));
+    let c = client(&sim);
+    let err = rt()
+        .block_on(flow::apply(
+            &c,
+            &inputs(HASH_A),
+            &fast_opts(),
+            &Progress::plain(),
+        ))
+        .unwrap_err();
+    assert_eq!(err.step, "start");
+    let r = rt()
+        .block_on(flow::apply(
+            &c,
+            &inputs(HASH_A),
+            &fast_opts(),
+            &Progress::plain(),
+        ))
+        .unwrap();
+    assert_eq!(
+        r.serving,
+        Some(100),
+        "the existing -next VM was resumed, not cloned again"
+    );
+    assert_eq!(sim.state().vms.len(), 2, "template + one VM");
+}
+
+#[test]
+fn a_task_with_warnings_succeeds() {
+    let sim = sim_with_template(SimConfig::default());
+    sim.inject(mms_tests::pve_sim::Fault::new(
+        "PUT",
+        "/resize",
+        mms_tests::pve_sim::FaultKind::Warnings(2),
+        1,
+    ));
+    let r = apply(&sim, HASH_A);
+    assert_eq!(r.serving, Some(100));
+    assert!(sim.state().vms[&100].config["scsi0"].ends_with("size=64G"));
 }

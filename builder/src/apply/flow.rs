@@ -7,7 +7,8 @@
 use super::inputs::ApplyInputs;
 use super::plan::{
     self, Action, Config, DESCRIPTION_MARKER, FIRSTBOOT_STATUS, Observed, ObservedVm, Plan,
-    REBUILD_AUTHORIZED_KEYS, REBUILD_KEY, RETIRED_TAG, SECRETS_COMPLETE, SECRETS_DIR, TAG,
+    REBUILD_AUTHORIZED_KEYS, REBUILD_KEY, REBUILD_SOURCE, RETIRED_TAG, SECRETS_COMPLETE,
+    SECRETS_DIR, TAG,
 };
 use super::progress::Progress;
 use crate::config::TemplateRef;
@@ -204,7 +205,11 @@ pub async fn observe(client: &Client, inputs: &ApplyInputs) -> Result<Observatio
         if needs_config {
             match client.vm_config(node, row.vmid).await {
                 Ok(cfg) => {
-                    let vm = observed_from(row, Some(&cfg));
+                    let mut vm = observed_from(row, Some(&cfg));
+                    if row.status != "running" && row.status != "stopped" {
+                        // Not in the resource stats yet: ask for the power state.
+                        vm.running = client.vm_status(node, row.vmid).await?.status == "running";
+                    }
                     if vm.name == next_name && vm.is_ours() {
                         next_config = Some(to_config(&cfg));
                     }
@@ -494,6 +499,11 @@ impl Run<'_> {
                     .map_err(|e| self.err(step, e))?;
                 self.client
                     .agent_file_write(&node, new, REBUILD_KEY, kp.private_openssh())
+                    .await
+                    .map_err(|e| self.err(step, e))?;
+                let source = format!("root@{}\n", self.inputs.tailscale_hostname);
+                self.client
+                    .agent_file_write(&node, new, REBUILD_SOURCE, &source)
                     .await
                     .map_err(|e| self.err(step, e))?;
             }

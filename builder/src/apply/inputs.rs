@@ -70,6 +70,8 @@ pub struct ApplyInputs {
     pub bundle: Bundle,
     /// Secrets to write into the VM: (file name, value). Never the token secret.
     pub secrets: Vec<(String, Secret)>,
+    /// The old VM's tailnet host name (the state pull's source on a rebuild).
+    pub tailscale_hostname: String,
 }
 
 impl ApplyInputs {
@@ -108,6 +110,7 @@ impl ApplyInputs {
             },
             bundle,
             secrets: delivered,
+            tailscale_hostname: site.tailscale.hostname.clone(),
         })
     }
 }

@@ -21,6 +21,8 @@ pub const SECRETS_DIR: &str = "/etc/mms/secrets";
 pub const SECRETS_COMPLETE: &str = "/etc/mms/secrets/.complete";
 /// The one-time private key for the old→new state pull, on the new VM.
 pub const REBUILD_KEY: &str = "/etc/mms/secrets/rebuild_ssh_key";
+/// Where the new VM pulls state from on a rebuild (`root@<tailscale.hostname>`).
+pub const REBUILD_SOURCE: &str = "/etc/mms/secrets/rebuild_source";
 /// The one-time public key, on the old VM (sshd `AuthorizedKeysFile` lists it).
 pub const REBUILD_AUTHORIZED_KEYS: &str = "/etc/ssh/mms_rebuild_authorized_keys";
 /// firstboot's status file.

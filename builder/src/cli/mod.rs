@@ -143,6 +143,32 @@ mod tests {
     }
 
     #[test]
+    fn plan_is_the_default_and_apply_has_two_spellings() {
+        let cli = Cli::try_parse_from(["mms-build"]).unwrap();
+        assert!(cli.command.is_none() && !cli.apply);
+        let cli =
+            Cli::try_parse_from(["mms-build", "--apply", "--bundle", "b", "--config", "x.yml"])
+                .unwrap();
+        assert!(cli.apply && cli.command.is_none());
+        assert_eq!(
+            cli.apply_args.bundle.as_deref(),
+            Some(std::path::Path::new("b"))
+        );
+        let cli =
+            Cli::try_parse_from(["mms-build", "apply", "--destroy-old", "--insecure"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Apply(ref a)) if a.destroy_old));
+        assert!(cli.insecure);
+        let cli = Cli::try_parse_from(["mms-build", "destroy", "--yes"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Destroy { yes: true })));
+        let cli = Cli::try_parse_from(["mms-build", "status", "--json"]).unwrap();
+        assert!(cli.json);
+        assert!(
+            Cli::try_parse_from(["mms-build", "template", "--image", "a", "--image-file", "b"])
+                .is_err()
+        );
+    }
+
+    #[test]
     fn config_is_global() {
         let cli = Cli::try_parse_from(["mms-build", "check", "--config", "x.yml"]).unwrap();
         assert_eq!(cli.config, PathBuf::from("x.yml"));

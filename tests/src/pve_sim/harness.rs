@@ -100,6 +100,7 @@ pub fn inputs(hash: &str) -> ApplyInputs {
             .iter()
             .map(|(n, v)| (n.to_string(), Secret::new(*v)))
             .collect(),
+        tailscale_hostname: "mms".into(),
     }
 }
 

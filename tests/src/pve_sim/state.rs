@@ -182,6 +182,8 @@ pub enum FaultKind {
     SlowTask(Duration),
     /// Guest agent calls answer `QEMU guest agent is not running`.
     AgentDown,
+    /// The task this call starts succeeds with `WARNINGS: n`.
+    Warnings(u32),
 }
 
 /// A fault for calls whose method matches and whose path contains `path_contains`.
@@ -476,8 +478,10 @@ impl State {
         let mut fail_msg = None;
         let mut slow = None;
         for f in &mut self.faults {
-            if !matches!(f.kind, FaultKind::FailTask(_) | FaultKind::SlowTask(_))
-                || !f.matches(method, path)
+            if !matches!(
+                f.kind,
+                FaultKind::FailTask(_) | FaultKind::SlowTask(_) | FaultKind::Warnings(_)
+            ) || !f.matches(method, path)
             {
                 continue;
             }
@@ -488,6 +492,10 @@ impl State {
                 }
                 FaultKind::SlowTask(d) if slow.is_none() => {
                     slow = Some(*d);
+                    f.times -= 1;
+                }
+                FaultKind::Warnings(n) if fail_msg.is_none() => {
+                    fail_msg = Some(format!("WARNINGS: {n}"));
                     f.times -= 1;
                 }
                 _ => {}
@@ -517,7 +525,9 @@ impl State {
             self.cfg.token_id
         );
         let duration = ov.1.unwrap_or(duration);
+        let warnings = ov.0.as_deref().is_some_and(|e| e.starts_with("WARNINGS: "));
         let effect = match (&ov.0, effect) {
+            (Some(_), e) if warnings => e,
             (Some(_), Effect::CloneDone { newid }) => Effect::CloneFailed { newid },
             (Some(_), _) => Effect::None,
             (None, e) => e,
@@ -544,6 +554,7 @@ impl State {
                 t.done = true;
                 match &t.error {
                     None => t.log.push("TASK OK".into()),
+                    Some(w) if w.starts_with("WARNINGS: ") => t.log.push(format!("TASK {w}")),
                     Some(e) => t.log.push(format!("TASK ERROR: {e}")),
                 }
                 effects.push(t.effect.clone());
@@ -655,8 +666,10 @@ impl State {
         // Faults that replace the answer.
         let mut reset_after = false;
         for f in &mut self.faults {
-            if matches!(f.kind, FaultKind::FailTask(_) | FaultKind::SlowTask(_))
-                || (matches!(f.kind, FaultKind::AgentDown) && !decoded_path.contains("/agent/"))
+            if matches!(
+                f.kind,
+                FaultKind::FailTask(_) | FaultKind::SlowTask(_) | FaultKind::Warnings(_)
+            ) || (matches!(f.kind, FaultKind::AgentDown) && !decoded_path.contains("/agent/"))
                 || !f.matches(&req.method, &decoded_path)
             {
                 continue;
