@@ -174,3 +174,32 @@ fn wrong_token_secret_is_an_auth_error_without_the_secret() {
     );
     assert!(!all.contains("wrong-secret-value"), "{all}");
 }
+
+#[test]
+fn a_failure_names_step_reason_and_next_command_without_secrets() {
+    let mut cfg = SimConfig::default();
+    cfg.privileges.remove("VM.GuestAgent.FileWrite");
+    let sim = sim_with_template(cfg);
+    let site = site_dir(&sim, HASH_A);
+    let out = run_mms_build(
+        &[
+            "--apply",
+            "--config",
+            site.config.to_str().unwrap(),
+            "--bundle",
+            site.bundle.to_str().unwrap(),
+            "--agent-timeout",
+            "5",
+        ],
+        &token(),
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("apply failed at step 'secrets'"), "{all}");
+    assert!(
+        all.contains("Permission check failed (/vms/100, VM.GuestAgent.FileWrite)"),
+        "{all}"
+    );
+    assert!(all.contains("next: grant VM.GuestAgent.FileWrite"), "{all}");
+    assert_no_secrets(&all);
+}

@@ -266,3 +266,44 @@ fn a_task_with_warnings_succeeds() {
     assert_eq!(r.serving, Some(100));
     assert!(sim.state().vms[&100].config["scsi0"].ends_with("size=64G"));
 }
+
+#[test]
+fn a_stale_next_still_cloning_is_waited_for_then_discarded() {
+    let sim = sim_with_template(SimConfig::default());
+    sim.inject(mms_tests::pve_sim::Fault::new(
+        "POST",
+        "/clone",
+        mms_tests::pve_sim::FaultKind::SlowTask(Duration::from_millis(1500)),
+        1,
+    ));
+    let mut opts = fast_opts();
+    opts.task_timeout = Duration::from_millis(300);
+    let c = client(&sim);
+    let err = rt()
+        .block_on(flow::apply(&c, &inputs(HASH_B), &opts, &Progress::plain()))
+        .unwrap_err();
+    assert_eq!(err.step, "clone");
+    assert_eq!(
+        sim.state().vms[&100].config.get("lock").map(String::as_str),
+        Some("clone")
+    );
+    // The site changed meanwhile: the half-cloned VM of bundle B goes, A is built.
+    let r = rt()
+        .block_on(flow::apply(
+            &c,
+            &inputs(HASH_A),
+            &fast_opts(),
+            &Progress::plain(),
+        ))
+        .unwrap();
+    assert!(
+        r.steps
+            .starts_with(&["discard-stale-next".to_owned(), "clone".to_owned()]),
+        "{:?}",
+        r.steps
+    );
+    let st = sim.state();
+    assert_eq!(st.vms.len(), 2, "template + the new VM (VMID 100 reused after the discard)");
+    assert_eq!(st.vms_tagged("mms-0123456789abcdef").len(), 1);
+    assert!(st.vms_tagged("mms-fedcba9876543210").is_empty());
+}

@@ -233,10 +233,9 @@ pub async fn observe(client: &Client, inputs: &ApplyInputs) -> Result<Observatio
     };
     if let Some(c) = &roles.current
         && c.running
+        && c.bundle().as_deref() == Some(d.hash16.as_str())
     {
-        if c.bundle().as_deref() == Some(d.hash16.as_str()) {
-            obs.current_config = Some(to_config(&client.vm_config(node, c.vmid).await?));
-        }
+        obs.current_config = Some(to_config(&client.vm_config(node, c.vmid).await?));
         obs.current_firstboot = read_firstboot(client, node, c.vmid).await;
     }
     if let Some(n) = &roles.next
@@ -319,7 +318,6 @@ pub async fn apply(
     progress: &Progress,
 ) -> Result<ApplyReport, ApplyError> {
     let (obs, p) = plan_only(client, inputs, opts.destroy_old).await?;
-    let d = &inputs.desired;
     let serving = p.current;
     if p.up_to_date {
         return Ok(ApplyReport {
@@ -349,7 +347,6 @@ pub async fn apply(
         steps.push(action.step().to_owned());
     }
     progress.finish();
-    let _ = d;
     Ok(ApplyReport {
         up_to_date: false,
         serving: run.new_serving,
@@ -406,6 +403,14 @@ impl Run<'_> {
         let d = &self.inputs.desired;
         match action {
             Action::DiscardNext { vmid, running, .. } => {
+                // A clone still copying must finish (or fail) before the VM can go.
+                self.next_vmid = Some(*vmid);
+                match self.wait_unlock().await {
+                    Ok(()) => {}
+                    // The clone failed and Proxmox removed the VM: nothing to discard.
+                    Err(_) if self.next_vmid.is_none() => return Ok(()),
+                    Err(e) => return Err(e),
+                }
                 if *running {
                     self.task(step, self.client.power(&node, *vmid, "stop").await)
                         .await?;
