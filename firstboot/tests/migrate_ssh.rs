@@ -944,3 +944,189 @@ fn killed_mid_copy_then_rerun_finishes_without_redoing_finished_work() {
     );
     assert!(!staging.exists());
 }
+
+/// A real PostgreSQL server (the old host's native Immich database), run as `postgres` on a
+/// private socket directory; stopped on drop.
+struct Pg {
+    child: Child,
+    sock: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join("bin").join(name))
+                .filter(|p| p.exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.pop().unwrap_or_else(|| panic!("PostgreSQL `{name}` missing: run `sudo bash scripts/setup-test-env.sh` (40-firstboot.sh installs postgresql)"))
+}
+
+fn postgres() -> Pg {
+    use std::os::unix::process::CommandExt;
+    let pw = nix::unistd::User::from_name("postgres")
+        .unwrap()
+        .expect("user postgres (package postgresql)");
+    let (uid, gid) = (pw.uid.as_raw(), pw.gid.as_raw());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (data, sock) = (dir.path().join("data"), dir.path().join("sock"));
+    for d in [&data, &sock] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(uid), Some(gid)).unwrap();
+    }
+    let st = Command::new(pg_bin("initdb"))
+        .args(["-A", "trust", "-U", "postgres", "-D"])
+        .arg(&data)
+        .uid(uid)
+        .gid(gid)
+        .current_dir("/")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "initdb failed");
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let child = Command::new(pg_bin("postgres"))
+        .arg("-D")
+        .arg(&data)
+        .arg("-k")
+        .arg(&sock)
+        .args(["-c", "listen_addresses=", "-p", &port.to_string()])
+        .uid(uid)
+        .gid(gid)
+        .current_dir("/")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("pg.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let pg = Pg {
+        child,
+        sock,
+        port,
+        _dir: dir,
+    };
+    let start = Instant::now();
+    loop {
+        let ok = Command::new(pg_bin("psql"))
+            .args([
+                "-h",
+                pg.sock.to_str().unwrap(),
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-c",
+                "SELECT 1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "postgres did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pg
+}
+
+#[test]
+fn immich_database_is_dumped_over_ssh_for_the_start_step() {
+    let pg = postgres();
+    let psql = |sql: &str| {
+        let st = Command::new(pg_bin("psql"))
+            .args([
+                "-q",
+                "-h",
+                pg.sock.to_str().unwrap(),
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "{sql}");
+    };
+    psql("CREATE DATABASE immich");
+    let st = Command::new(pg_bin("psql"))
+        .args(["-q", "-h", pg.sock.to_str().unwrap(), "-p", &pg.port.to_string(), "-U", "postgres", "-d", "immich", "-v", "ON_ERROR_STOP=1",
+               "-c", "CREATE TABLE asset (id int, \"originalPath\" text); INSERT INTO asset VALUES (1, '/opt/immich/upload/library/admin/IMG_0001.jpg');"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    let (_host, tmp, mut ctx) = setup();
+    let mut immich = ctx
+        .config
+        .services
+        .iter()
+        .find(|s| s.name == "immich")
+        .unwrap()
+        .clone();
+    immich.units = vec![
+        "immich-postgres.service".into(),
+        "immich-server.service".into(),
+    ];
+    immich.postgres = Some(mms_firstboot::config::Postgres {
+        container: "immich-postgres".into(),
+        unit: "immich-postgres.service".into(),
+        user: "postgres".into(),
+        // the default runs pg_dumpall as postgres on its default socket; this server has its own
+        source_dump_command: format!(
+            "cd / && runuser -u postgres -- {} --clean --if-exists -h {} -p {}",
+            pg_bin("pg_dumpall").display(),
+            pg.sock.display(),
+            pg.port
+        ),
+    });
+    ctx.config.services = vec![immich];
+    let reports = migration(&ctx, &[]).run().unwrap();
+    assert_eq!(reports.len(), 1);
+    let dump = mms_firstboot::migrate::dump_file(&ctx.root, &ctx.config, "immich");
+    let text = std::fs::read_to_string(&dump).unwrap();
+    assert!(
+        text.contains("CREATE DATABASE immich"),
+        "{}",
+        &text[..text.len().min(500)]
+    );
+    assert!(text.contains("/opt/immich/upload/library/admin/IMG_0001.jpg"));
+    assert!(
+        text.contains("SELECT pg_catalog.set_config('search_path', 'public, pg_catalog', true);")
+    );
+    assert!(!text.contains("SELECT pg_catalog.set_config('search_path', '', false);"));
+    assert_eq!(
+        std::fs::metadata(&dump).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(!dump.with_file_name("pg_dumpall.raw").exists());
+    assert!(
+        tmp.path()
+            .join("vm/data/photos/library/admin/2024/IMG_0001.jpg")
+            .exists()
+    );
+}
