@@ -943,6 +943,21 @@ fn killed_mid_copy_then_rerun_finishes_without_redoing_finished_work() {
         "radarr not redone"
     );
     assert!(!staging.exists());
+
+    // --again migrates a finished service anew
+    let out = args(&["--again", "--service", "radarr"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("radarr: copied"));
+    assert_ne!(
+        std::fs::metadata(ctx.root.join("home/mms/config/radarr/radarr.db"))
+            .unwrap()
+            .ino(),
+        radarr_ino
+    );
 }
 
 /// A real PostgreSQL server (the old host's native Immich database), run as `postgres` on a

@@ -341,6 +341,16 @@ impl Migration<'_> {
             .join(service)
     }
 
+    /// Forgets every marker of `service` (copies, dump, done) so the next run migrates it
+    /// again from scratch (`mms-firstboot migrate --again`).
+    pub fn forget(&self, service: &str) -> Result<()> {
+        let d = self.marker_dir(service);
+        if d.exists() {
+            fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
+        }
+        Ok(())
+    }
+
     /// True when `service` was migrated completely by an earlier run.
     pub fn is_done(&self, service: &str) -> bool {
         self.marker_dir(service).join("done").exists()
