@@ -512,6 +512,9 @@ fn migration<'a>(
 fn migration_copies_checks_rewrites_and_chowns() {
     let (_host, tmp, ctx) = setup();
     let src_before = tree_hash(&tmp.path().join("src"));
+    // something already on the photos export is kept (no --delete outside staging)
+    std::fs::create_dir_all(ctx.root.join("data/photos")).unwrap();
+    std::fs::write(ctx.root.join("data/photos/already-there.jpg"), "x").unwrap();
     let reports = migration(&ctx, &[]).run().unwrap();
     assert_eq!(reports.len(), 7);
     let cfg = ctx.root.join("home/mms/config");
@@ -653,6 +656,11 @@ fn migration_copies_checks_rewrites_and_chowns() {
     for d in ["library", "upload", "thumbs", "profile"] {
         assert!(photos.join(d).join(".immich").exists(), "{d}/.immich");
     }
+    assert!(photos.join("already-there.jpg").exists());
+    assert!(
+        !cfg.join("immich").exists(),
+        "no config dir made for a service without config sources"
+    );
     for (rel, _) in tree_hash(&photos) {
         let m = std::fs::symlink_metadata(photos.join(&rel)).unwrap();
         assert_eq!((m.uid(), m.gid()), (1100, 1100), "{}", rel.display());

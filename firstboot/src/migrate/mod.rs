@@ -462,7 +462,9 @@ impl Migration<'_> {
             };
             fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
             tracing::info!(service = %p.service, from = %src.from.display(), to = %dest.display(), "rsync");
-            self.rsync(&p.host, &src.from, &dest)?;
+            // --delete only inside our own staging dir: an absolute target (the photos
+            // export) may hold files that are not on the source.
+            self.rsync(&p.host, &src.from, &dest, !src.to.is_absolute())?;
             touch(&marker)?;
         }
 
@@ -494,31 +496,20 @@ impl Migration<'_> {
                 .push(db.strip_prefix(&staging).unwrap_or(db).to_path_buf());
         }
 
-        // 5. build from pristine staging, rewrite, re-check
-        if build.exists() {
-            fs::remove_dir_all(&build).with_context(|| format!("removing {}", build.display()))?;
-        }
-        if staging.exists() {
-            link_tree(&staging, &build)?;
-        } else {
-            fs::create_dir_all(&build)?;
-        }
-        let rw = Rewriter::new(&p.rewrites);
-        report.rewrites = rewrite_tree(&build, p.app, &rw, &self.config.tailscale.hostname)?;
-        let mut listing = String::new();
-        for r in &report.rewrites {
-            tracing::info!(service = %p.service, "rewrite {r}");
-            listing.push_str(r);
-            listing.push('\n');
-        }
-        crate::fsutil::write_atomic(&mdir.join("rewrites.txt"), listing.as_bytes(), 0o600)?;
-        for db in sqlite_files(&build)? {
-            sqlite::integrity_check(&db)?;
-        }
-
-        // 6. ownership
+        // Only sources with a relative target go through the config dir; a service whose
+        // sources all land elsewhere (Immich's upload tree) leaves its config dir alone.
+        let into_config_dir = p.sources.iter().any(|s| !s.to.is_absolute());
         let (uid, gid) = (self.config.user.uid, self.config.user.gid);
-        chown_tree(&build, uid, gid)?;
+        let old = sibling(&config_dir, ".mms-old");
+        if into_config_dir {
+            report.rewrites = self.build_and_install(p, &staging, &build, &config_dir, &old)?;
+            let mut listing = String::new();
+            for r in &report.rewrites {
+                listing.push_str(r);
+                listing.push('\n');
+            }
+            crate::fsutil::write_atomic(&mdir.join("rewrites.txt"), listing.as_bytes(), 0o600)?;
+        }
         for src in p.sources.iter().filter(|s| s.to.is_absolute()) {
             chown_tree(&under(self.root, &src.to), uid, gid).map_err(|e| {
                 anyhow!(
@@ -526,21 +517,6 @@ impl Migration<'_> {
                 )
             })?;
         }
-
-        // 7. swap in
-        if let Some(parent) = config_dir.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let old = sibling(&config_dir, ".mms-old");
-        if old.exists() {
-            fs::remove_dir_all(&old)?;
-        }
-        if config_dir.exists() {
-            fs::rename(&config_dir, &old)
-                .with_context(|| format!("moving {} aside", config_dir.display()))?;
-        }
-        fs::rename(&build, &config_dir)
-            .with_context(|| format!("installing {}", config_dir.display()))?;
         touch(&mdir.join("done"))?;
         for d in [&old, &staging] {
             if d.exists() {
@@ -550,7 +526,49 @@ impl Migration<'_> {
         Ok(report)
     }
 
-    fn rsync(&self, host: &str, from: &Path, dest: &Path) -> Result<()> {
+    /// Steps 5–7 for the config dir: build from the pristine staging copy, rewrite, re-check,
+    /// chown, swap in. Returns the rewrite listing.
+    fn build_and_install(
+        &self,
+        p: &ServicePlan,
+        staging: &Path,
+        build: &Path,
+        config_dir: &Path,
+        old: &Path,
+    ) -> Result<Vec<String>> {
+        if build.exists() {
+            fs::remove_dir_all(build).with_context(|| format!("removing {}", build.display()))?;
+        }
+        if staging.exists() {
+            link_tree(staging, build)?;
+        } else {
+            fs::create_dir_all(build)?;
+        }
+        let rw = Rewriter::new(&p.rewrites);
+        let rewrites = rewrite_tree(build, p.app, &rw, &self.config.tailscale.hostname)?;
+        for r in &rewrites {
+            tracing::info!(service = %p.service, "rewrite {r}");
+        }
+        for db in sqlite_files(build)? {
+            sqlite::integrity_check(&db)?;
+        }
+        chown_tree(build, self.config.user.uid, self.config.user.gid)?;
+        if let Some(parent) = config_dir.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        if old.exists() {
+            fs::remove_dir_all(old)?;
+        }
+        if config_dir.exists() {
+            fs::rename(config_dir, old)
+                .with_context(|| format!("moving {} aside", config_dir.display()))?;
+        }
+        fs::rename(build, config_dir)
+            .with_context(|| format!("installing {}", config_dir.display()))?;
+        Ok(rewrites)
+    }
+
+    fn rsync(&self, host: &str, from: &Path, dest: &Path, delete: bool) -> Result<()> {
         let e = std::iter::once(self.ssh.display().to_string())
             .chain(self.ssh_opts())
             .map(|a| shell_quote(&a))
@@ -565,6 +583,9 @@ impl Migration<'_> {
             d.push('/');
         }
         let mut cmd = Command::new(&self.rsync);
+        if delete {
+            cmd.arg("--delete");
+        }
         if let Some(kib) = self.bwlimit_kib {
             cmd.arg(format!("--bwlimit={kib}"));
         }
@@ -573,7 +594,6 @@ impl Migration<'_> {
                 "-a",
                 "-s",
                 "--numeric-ids",
-                "--delete",
                 "--partial-dir=.rsync-partial",
                 "-e",
                 &e,
