@@ -1153,3 +1153,76 @@ fn immich_database_is_dumped_over_ssh_for_the_start_step() {
             .exists()
     );
 }
+
+#[test]
+fn previous_vm_copies_config_dirs_as_they_are() {
+    let host = old_host();
+    let tmp = tempfile::tempdir().unwrap();
+    // The old VM's layout: config dirs at the same absolute paths as on the new VM (here
+    // under the test dir, since both "machines" share this filesystem).
+    let prev = tmp.path().join("prev/config");
+    make_sources(&tmp.path().join("src"));
+    std::fs::create_dir_all(&prev).unwrap();
+    assert!(sh(&[
+        "cp",
+        "-a",
+        tmp.path().join("src/var/lib/radarr").to_str().unwrap(),
+        prev.join("radarr").to_str().unwrap()
+    ]));
+    let mut cfg = base_config();
+    cfg.state = StateSource::Migrate(MigrateFrom {
+        kind: SourceKind::PreviousVm,
+        host: host.addr.clone(),
+        user: "root".into(),
+        port: host.port,
+        ssh_key_secret: "migrate_ssh_key".into(),
+    });
+    for name in ["radarr", "sonarr"] {
+        let mut s = service(
+            name,
+            &[&format!("{name}.service")],
+            "http://127.0.0.1:1/ping",
+        );
+        s.config_dir = prev.join(name);
+        cfg.services.push(s);
+    }
+    let ctx = context(&tmp.path().join("vm"), cfg);
+    deliver(
+        &ctx,
+        "migrate_ssh_key",
+        &std::fs::read_to_string(host.key()).unwrap(),
+    );
+    let reports = migration(&ctx, &[]).run().unwrap();
+    let new_radarr = mms_firstboot::fsutil::under(&ctx.root, &prev.join("radarr"));
+    // same layout: nothing rewritten
+    assert_eq!(
+        q(
+            &new_radarr.join("radarr.db"),
+            "SELECT Path FROM RootFolders ORDER BY Id"
+        ),
+        ["/movies/", "/movies2/"]
+    );
+    assert!(reports[0].rewrites.is_empty(), "{:?}", reports[0].rewrites);
+    assert_eq!(
+        std::fs::metadata(new_radarr.join("radarr.db"))
+            .unwrap()
+            .uid(),
+        1100
+    );
+    assert!(
+        reports[1]
+            .warnings
+            .iter()
+            .any(|w| w.contains("does not exist")),
+        "{:?}",
+        reports[1].warnings
+    );
+    assert!(
+        reports[0]
+            .warnings
+            .iter()
+            .any(|w| w.contains("systemd is not running")),
+        "{:?}",
+        reports[0].warnings
+    );
+}

@@ -92,8 +92,8 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// The remote command that stops `units`: `systemctl stop` on an LXC (skipped with a warning
-/// when the source is not running systemd), the user manager on the previous VM.
+/// The remote command that stops `units`: `systemctl stop` on an LXC, the service user's
+/// manager on the previous VM; skipped with a warning when the source is not running systemd.
 pub fn stop_command(
     kind: SourceKind,
     ssh_user: &str,
@@ -110,13 +110,15 @@ pub fn stop_command(
             "if [ -d /run/systemd/system ]; then systemctl stop -- {list}; \
              else echo 'mms-firstboot: systemd is not running on the source; nothing stopped' >&2; fi"
         ),
-        SourceKind::PreviousVm if ssh_user == "root" => {
-            format!(
-                "systemctl --user -M {}@ stop -- {list}",
-                shell_quote(service_user)
-            )
-        }
-        SourceKind::PreviousVm => format!("systemctl --user stop -- {list}"),
+        SourceKind::PreviousVm if ssh_user == "root" => format!(
+            "if [ -d /run/systemd/system ]; then systemctl --user -M {}@ stop -- {list}; \
+             else echo 'mms-firstboot: systemd is not running on the source; nothing stopped' >&2; fi",
+            shell_quote(service_user)
+        ),
+        SourceKind::PreviousVm => format!(
+            "if [ -d /run/systemd/system ]; then systemctl --user stop -- {list}; \
+             else echo 'mms-firstboot: systemd is not running on the source; nothing stopped' >&2; fi"
+        ),
     })
 }
 
@@ -180,12 +182,22 @@ fn service_plan(config: &Config, from: &MigrateFrom, s: &Service) -> Option<Serv
                 .filter(|u| Some(*u) != pg_unit.as_ref())
                 .cloned()
                 .collect();
+            // The containers are the service user's (rootless): as root, run podman as them.
             let dump_command = s.postgres.as_ref().map(|p| {
-                format!(
+                let podman = format!(
                     "podman exec {} pg_dumpall --clean --if-exists --username={}",
                     shell_quote(&p.container),
                     shell_quote(&p.user)
-                )
+                );
+                if from.user == "root" {
+                    format!(
+                        "cd / && runuser -u {} -- env XDG_RUNTIME_DIR=/run/user/{} {podman}",
+                        shell_quote(&config.user.name),
+                        config.user.uid
+                    )
+                } else {
+                    podman
+                }
             });
             Some(ServicePlan {
                 service: s.name.clone(),
@@ -460,6 +472,21 @@ impl Migration<'_> {
             } else {
                 under(&staging, &src.to)
             };
+            if self.from.kind == SourceKind::PreviousVm {
+                // A service that never wrote a config dir on the old VM has nothing to bring.
+                let test = format!("test -d {}", shell_quote(&src.from.display().to_string()));
+                let out = exec::run(&mut self.ssh(&p.host, &test), Duration::from_secs(120))
+                    .with_context(|| format!("checking {} on {}", src.from.display(), p.host))?;
+                if out.status.code() == Some(1) {
+                    report.warnings.push(format!(
+                        "{} does not exist on {}; nothing copied",
+                        src.from.display(),
+                        p.host
+                    ));
+                    touch(&marker)?;
+                    continue;
+                }
+            }
             fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
             tracing::info!(service = %p.service, from = %src.from.display(), to = %dest.display(), "rsync");
             // --delete only inside our own staging dir: an absolute target (the photos
@@ -919,10 +946,9 @@ mod tests {
             3,
             "postgres keeps running for the dump"
         );
-        assert_eq!(
-            p[0].stop_command.as_deref().unwrap(),
-            "systemctl --user stop -- immich-redis.service immich-machine-learning.service immich-server.service"
-        );
+        assert!(p[0].stop_command.as_deref().unwrap().contains(
+            "systemctl --user stop -- immich-redis.service immich-machine-learning.service immich-server.service;"
+        ));
         assert!(
             p[0].dump_command
                 .as_deref()
