@@ -234,6 +234,24 @@ fn unhealthy_service_fails_the_health_step_and_resumes_there() {
 }
 
 #[test]
+fn a_damaged_status_file_is_set_aside_and_the_run_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = context(tmp.path(), base_config());
+    let path = tmp.path().join("var/lib/mms/firstboot.json");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "{\"phase\": ").unwrap();
+    // fails later for the missing secret, but with a fresh, valid record
+    assert!(steps::run(&ctx).is_err());
+    assert!(
+        tmp.path()
+            .join("var/lib/mms/firstboot.json.damaged")
+            .exists()
+    );
+    let st = Status::read(&path).unwrap();
+    assert_eq!(st.phase, Phase::WaitSecrets);
+}
+
+#[test]
 fn missing_secrets_time_out_naming_them() {
     let tmp = tempfile::tempdir().unwrap();
     let ctx = context(tmp.path(), base_config());
