@@ -65,7 +65,8 @@ impl Default for Env {
             drop_privileges: true,
             poll: Duration::from_secs(2),
             secrets_timeout: Duration::from_secs(3600),
-            start_timeout: Duration::from_secs(900),
+            // a little over the units' TimeoutStartSec=900, so systemd reports first
+            start_timeout: Duration::from_secs(960),
         }
     }
 }

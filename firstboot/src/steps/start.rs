@@ -89,6 +89,21 @@ fn create_podman_secrets(ctx: &Context) -> anyhow::Result<usize> {
     for s in &ctx.config.services {
         for (name, file) in &s.podman_secrets {
             let path = dir.join(file);
+            if !path.exists() {
+                // An interrupted earlier run may have created it and deleted the file.
+                let mut cmd = user_command(ctx, "podman");
+                cmd.args(["secret", "exists", name]);
+                let exists = exec::run(&mut cmd, Duration::from_secs(60))
+                    .map(|o| o.status.success())
+                    .unwrap_or(false);
+                if exists {
+                    continue;
+                }
+                return Err(anyhow!(
+                    "secret file {} is missing and podman secret {name} does not exist",
+                    path.display()
+                ));
+            }
             // Read as root and pass on stdin: the delivery dir is root-only.
             let data = std::fs::read(&path)
                 .with_context(|| format!("reading secret file {}", path.display()))?;
