@@ -409,10 +409,7 @@ fn config(host: &OldHost, src: &Path) -> mms_firstboot::config::Config {
                 &["sabnzbd.service"],
                 vec![(src.join("root/.sabnzbd"), ".")],
                 &["admin/history1.db"],
-                rw(&[
-                    ("/root/Downloads", "/data/usenet"),
-                    ("/downloads", "/data/usenet"),
-                ]),
+                rw(&[("/downloads", "/data/usenet")]),
             ),
         ),
         svc(

@@ -166,7 +166,22 @@ fn service_plan(config: &Config, from: &MigrateFrom, s: &Service) -> Option<Serv
                 stop_units: m.source_units.clone(),
                 sources: m.sources.clone(),
                 app: m.app.unwrap_or_else(|| App::for_service(&s.name)),
-                rewrites: effective_rewrites(m),
+                rewrites: {
+                    let mut r = effective_rewrites(m);
+                    // SABnzbd's default download dirs (`Downloads/…` under root's home in the
+                    // helper-script LXC) land in the TRaSH layout unless a rule says otherwise.
+                    if m.app.unwrap_or_else(|| App::for_service(&s.name)) == App::Sabnzbd
+                        && !r
+                            .iter()
+                            .any(|x| x.from.trim_end_matches('/') == SAB_OLD_DOWNLOADS)
+                    {
+                        r.push(Rewrite {
+                            from: SAB_OLD_DOWNLOADS.into(),
+                            to: "/data/usenet".into(),
+                        });
+                    }
+                    r
+                },
                 sqlite: m.sqlite.clone(),
                 dump_command,
                 config_dir: s.config_dir.clone(),
@@ -221,6 +236,9 @@ fn service_plan(config: &Config, from: &MigrateFrom, s: &Service) -> Option<Serv
         }
     }
 }
+
+/// SABnzbd's default download root in a helper-script LXC (`$HOME/Downloads`, run as root).
+pub const SAB_OLD_DOWNLOADS: &str = "/root/Downloads";
 
 /// The explicit rewrites plus the layout rewrites derived from the source dirs
 /// (`from` → `<container_config>/<to>` for each relative `to`); explicit ones win.
