@@ -249,8 +249,8 @@ fn make_sources(src: &Path) {
 
     let prowlarr = src.join("var/lib/prowlarr");
     db(&prowlarr.join("prowlarr.db"), &format!("{SERVARR}
-        CREATE TABLE Applications (Id INTEGER PRIMARY KEY, Name TEXT, Settings TEXT);
-        INSERT INTO Applications (Name, Settings) VALUES ('Radarr', '{{\"prowlarrUrl\":\"http://10.0.0.5:9696\",\"baseUrl\":\"http://10.0.0.6:7878\"}}');"));
+        CREATE TABLE Applications (Id INTEGER PRIMARY KEY, Name TEXT, Implementation TEXT, Settings TEXT);
+        INSERT INTO Applications (Name, Implementation, Settings) VALUES ('Radarr', 'Radarr', '{{\"prowlarrUrl\":\"http://10.0.0.5:9696\",\"baseUrl\":\"http://10.0.0.6:7878\"}}');"));
     std::fs::create_dir_all(prowlarr.join("Definitions")).unwrap();
     std::fs::write(prowlarr.join("Definitions/x.yml"), "id: x\n").unwrap();
 
@@ -537,7 +537,7 @@ fn migration_copies_checks_rewrites_and_chowns() {
     assert_eq!(
         q(&r, "SELECT Settings FROM DownloadClients ORDER BY Id"),
         [
-            "{\"host\": \"10.0.0.9\", \"port\": 7777, \"urlBase\": \"\", \"apiKey\": \"0123\"}",
+            "{\"host\": \"sabnzbd\", \"port\": 8080, \"urlBase\": \"\", \"apiKey\": \"0123\"}",
             "{\"nzbFolder\": \"/data/usenet/nzb\", \"watchFolder\": \"/data/usenet/complete/\"}",
         ]
     );
@@ -548,8 +548,11 @@ fn migration_copies_checks_rewrites_and_chowns() {
         ]
     );
     assert_eq!(
-        q(&r, "SELECT LocalPath FROM RemotePathMappings"),
-        ["/data/usenet/complete/"]
+        q(
+            &r,
+            "SELECT Host || ' ' || RemotePath || ' ' || LocalPath FROM RemotePathMappings"
+        ),
+        ["sabnzbd /data/usenet/complete/ /data/usenet/complete/"]
     );
     assert_eq!(
         q(&cfg.join("radarr/logs.db"), "SELECT Message FROM Logs"),
@@ -580,13 +583,13 @@ fn migration_copies_checks_rewrites_and_chowns() {
         q(&cfg.join("lidarr/lidarr.db"), "SELECT Path FROM TrackFiles"),
         ["/data/media/music/Artist/Album/01.flac"]
     );
-    // Prowlarr: URLs untouched, Definitions copied
+    // Prowlarr: its applications point at the containers now; Definitions copied
     assert_eq!(
         q(
             &cfg.join("prowlarr/prowlarr.db"),
             "SELECT Settings FROM Applications"
         ),
-        ["{\"prowlarrUrl\":\"http://10.0.0.5:9696\",\"baseUrl\":\"http://10.0.0.6:7878\"}"]
+        ["{\"prowlarrUrl\":\"http://prowlarr:9696\",\"baseUrl\":\"http://radarr:7878\"}"]
     );
     assert!(cfg.join("prowlarr/Definitions/x.yml").exists());
 

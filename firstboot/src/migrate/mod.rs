@@ -237,6 +237,19 @@ fn service_plan(config: &Config, from: &MigrateFrom, s: &Service) -> Option<Serv
     }
 }
 
+/// Each configured service's container name and port on the new VM (from its health URL).
+pub fn endpoints(config: &Config) -> sqlite::Endpoints {
+    config
+        .services
+        .iter()
+        .filter_map(|s| {
+            crate::steps::health::parse_url(&s.health.url)
+                .ok()
+                .map(|u| (s.name.clone(), u.port))
+        })
+        .collect()
+}
+
 /// SABnzbd's default download root in a helper-script LXC (`$HOME/Downloads`, run as root).
 pub const SAB_OLD_DOWNLOADS: &str = "/root/Downloads";
 
@@ -590,7 +603,13 @@ impl Migration<'_> {
             fs::create_dir_all(build)?;
         }
         let rw = Rewriter::new(&p.rewrites);
-        let rewrites = rewrite_tree(build, p.app, &rw, &self.config.tailscale.hostname)?;
+        let rewrites = rewrite_tree(
+            build,
+            p.app,
+            &rw,
+            &self.config.tailscale.hostname,
+            &endpoints(self.config),
+        )?;
         for r in &rewrites {
             tracing::info!(service = %p.service, "rewrite {r}");
         }
@@ -840,7 +859,13 @@ pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
 }
 
 /// Applies the app's stored-path rewrites inside `dir`; returns one line per rewrite.
-fn rewrite_tree(dir: &Path, app: App, rw: &Rewriter, ts_hostname: &str) -> Result<Vec<String>> {
+fn rewrite_tree(
+    dir: &Path,
+    app: App,
+    rw: &Rewriter,
+    ts_hostname: &str,
+    eps: &sqlite::Endpoints,
+) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     let mut text_file =
         |rel: &Path, f: &dyn Fn(&str, &mut Vec<Change>) -> Option<String>| -> Result<()> {
@@ -915,7 +940,9 @@ fn rewrite_tree(dir: &Path, app: App, rw: &Rewriter, ts_hostname: &str) -> Resul
         if !path.exists() {
             continue;
         }
-        for c in sqlite::rewrite_db(&path, &columns, rw)? {
+        let mut changes = sqlite::rewrite_db(&path, &columns, rw)?;
+        changes.extend(sqlite::rewrite_endpoints(&path, app, eps)?);
+        for c in changes {
             lines.push(format!(
                 "{db}: {} row {}: {} -> {}",
                 c.column, c.rowid, c.change.old, c.change.new
