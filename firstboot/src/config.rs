@@ -470,6 +470,17 @@ impl Config {
         if self.user.uid == 0 || self.user.gid == 0 {
             p.push("user: uid and gid must not be 0 (services run rootless)".into());
         }
+        let h = &self.tailscale.hostname;
+        if h.is_empty()
+            || h.len() > 63
+            || h.starts_with('-')
+            || h.ends_with('-')
+            || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            p.push(format!(
+                "tailscale.hostname: {h:?} must be 1-63 letters, digits and inner `-` (RFC 1123)"
+            ));
+        }
         if !is_file_name(&self.tailscale.auth_key_secret) {
             p.push(format!(
                 "tailscale.auth_key_secret: {:?} must be a plain file name",
@@ -888,6 +899,7 @@ mod tests {
     fn invalid_values_are_all_reported() {
         let mut c = Config::example();
         c.user.uid = 0;
+        c.tailscale.hostname = "bad_name".into();
         c.services[0].config_dir = PathBuf::from("relative");
         c.services[0].units.push("nounit".into());
         c.services[1]
@@ -900,7 +912,7 @@ mod tests {
                 to: "/data".into(),
             });
         let p = c.validate();
-        assert_eq!(p.len(), 4, "{p:#?}");
+        assert_eq!(p.len(), 5, "{p:#?}");
         assert!(
             p.iter()
                 .any(|m| m.contains("services[0] (prowlarr).config_dir"))
