@@ -463,14 +463,20 @@ impl Migration<'_> {
             ..Default::default()
         };
         let mdir = self.marker_dir(&p.service);
+        let config_dir = under(self.root, &p.config_dir);
+        let staging = sibling(&config_dir, ".mms-staging");
+        let build = sibling(&config_dir, ".mms-build");
         if mdir.join("done").exists() {
+            // An interruption right after `done` can leave the scratch copies behind.
+            for d in [&staging, &build, &sibling(&config_dir, ".mms-old")] {
+                if d.exists() {
+                    fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
+                }
+            }
             report.already_done = true;
             return Ok(report);
         }
         fs::create_dir_all(&mdir).with_context(|| format!("creating {}", mdir.display()))?;
-        let config_dir = under(self.root, &p.config_dir);
-        let staging = sibling(&config_dir, ".mms-staging");
-        let build = sibling(&config_dir, ".mms-build");
 
         // 1. stop the source units
         if let Some(cmd) = &p.stop_command {
