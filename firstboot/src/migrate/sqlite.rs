@@ -357,7 +357,8 @@ type SettingsEdit = Box<dyn Fn(&str, &str) -> Vec<(&'static str, String)>>;
 
 /// Points stored endpoints at the new containers (arr-state.md §0 "network endpoints"):
 /// Servarr download clients of type SABnzbd → `sabnzbd:<port>` (the LXC used its own IP and
-/// port 7777), Prowlarr applications → `http://<app>:<port>` with `prowlarrUrl`
+/// port 7777), the Jellyfin ("MediaBrowser") connection → `jellyfin:<port>`, Prowlarr
+/// applications → `http://<app>:<port>` with `prowlarrUrl`
 /// `http://prowlarr:<port>`. Only for services that run on the new VM. One transaction.
 pub fn rewrite_endpoints(path: &Path, app: App, eps: &Endpoints) -> Result<Vec<DbChange>> {
     use super::rewrite::json_set_member;
@@ -371,6 +372,24 @@ pub fn rewrite_endpoints(path: &Path, app: App, eps: &Endpoints) -> Result<Vec<D
                 if imp == "Sabnzbd" {
                     vec![
                         ("host", "\"sabnzbd\"".to_string()),
+                        ("port", port.to_string()),
+                    ]
+                } else {
+                    vec![]
+                }
+            }),
+        ));
+    }
+    if matches!(app, App::Radarr | App::Sonarr | App::Lidarr)
+        && let Some(port) = eps.get("jellyfin").copied()
+    {
+        // The "Emby / Jellyfin" connection (library refresh after imports).
+        edits.push((
+            "Notifications",
+            Box::new(move |imp, _| {
+                if imp == "MediaBrowser" {
+                    vec![
+                        ("host", "\"jellyfin\"".to_string()),
                         ("port", port.to_string()),
                     ]
                 } else {
@@ -485,6 +504,34 @@ pub fn rewrite_endpoints(path: &Path, app: App, eps: &Endpoints) -> Result<Vec<D
 #[cfg(test)]
 mod endpoint_tests {
     use super::*;
+
+    #[test]
+    fn jellyfin_connection_points_at_the_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("radarr.db");
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE Notifications (Id INTEGER PRIMARY KEY, Implementation TEXT, Settings TEXT);
+             INSERT INTO Notifications (Implementation, Settings) VALUES
+               ('MediaBrowser', '{\"host\": \"10.0.0.4\", \"port\": 8096, \"useSsl\": false, \"mapFrom\": \"/movies\"}'),
+               ('CustomScript', '{\"path\": \"/opt/x.sh\"}');",
+        )
+        .unwrap();
+        drop(c);
+        let eps: Endpoints = [("jellyfin".to_string(), 8096)].into_iter().collect();
+        let ch = rewrite_endpoints(&db, App::Radarr, &eps).unwrap();
+        assert_eq!(ch.len(), 1, "{ch:#?}");
+        let c = Connection::open(&db).unwrap();
+        let v: String = c
+            .query_row("SELECT Settings FROM Notifications WHERE Id = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(
+            v,
+            "{\"host\": \"jellyfin\", \"port\": 8096, \"useSsl\": false, \"mapFrom\": \"/movies\"}"
+        );
+    }
 
     #[test]
     fn sabnzbd_client_and_prowlarr_apps_point_at_containers() {
