@@ -203,6 +203,18 @@ impl Step for StartStep {
              then `systemctl restart mms-firstboot`",
             c.user.name, c.user.uid
         );
+        if ctx.env.user_bus.is_none() && !c.user.runtime_dir().join("bus").exists() {
+            // cloud-init enables linger; doing it again is harmless and starts the manager
+            // should that have been missed.
+            match exec::run(
+                Command::new("loginctl").args(["enable-linger", &c.user.name]),
+                Duration::from_secs(60),
+            ) {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => tracing::warn!("loginctl enable-linger: {}", o.stderr_tail(2)),
+                Err(e) => tracing::warn!("loginctl enable-linger: {e}"),
+            }
+        }
         systemd::wait_for_socket(&address, ctx.env.start_timeout, ctx.env.poll)
             .next_action(&next_bus)?;
         let conn = if ctx.env.drop_privileges && nix::unistd::geteuid().is_root() {
