@@ -714,6 +714,49 @@ impl Config {
                     postgres: None,
                 },
                 Service {
+                    name: "jellyfin".into(),
+                    units: vec!["jellyfin.service".into()],
+                    config_dir: PathBuf::from("/home/mms/config/jellyfin"),
+                    health: Health {
+                        url: "http://127.0.0.1:8096/health".into(),
+                        expect_status: 200,
+                        expect_body: Some("Healthy".into()),
+                        start_period_s: 180,
+                        interval_s: 10,
+                    },
+                    // Debian package layout → linuxserver layout; the layout rewrites
+                    // (/etc/jellyfin → /config, /var/lib/jellyfin → /config/data) are derived.
+                    migrate: Some(Migrate {
+                        app: None,
+                        host: None,
+                        source_units: vec!["jellyfin.service".into()],
+                        sources: vec![
+                            SourceDir {
+                                from: PathBuf::from("/etc/jellyfin"),
+                                to: PathBuf::from("."),
+                            },
+                            SourceDir {
+                                from: PathBuf::from("/var/lib/jellyfin"),
+                                to: PathBuf::from("data"),
+                            },
+                        ],
+                        sqlite: vec![PathBuf::from("data/data/jellyfin.db")],
+                        container_config: default_container_config(),
+                        rewrites: vec![
+                            Rewrite {
+                                from: "/var/cache/jellyfin".into(),
+                                to: "/config/cache".into(),
+                            },
+                            Rewrite {
+                                from: "/movies".into(),
+                                to: "/data/media/movies".into(),
+                            },
+                        ],
+                    }),
+                    podman_secrets: BTreeMap::new(),
+                    postgres: None,
+                },
+                Service {
                     name: "immich".into(),
                     units: vec![
                         "immich-postgres.service".into(),
