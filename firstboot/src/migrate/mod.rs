@@ -287,13 +287,10 @@ pub fn describe(plans: &[ServicePlan], config: &Config, done: &dyn Fn(&str) -> b
             let _ = writeln!(out, "  already migrated (marker present); nothing to do");
             continue;
         }
-        match &p.stop_command {
-            Some(c) => {
-                let _ = writeln!(out, "  stop on source: {} ({c})", p.stop_units.join(", "));
-            }
-            None => {
-                let _ = writeln!(out, "  stop on source: nothing configured");
-            }
+        if p.stop_command.is_some() {
+            let _ = writeln!(out, "  stop on source: {}", p.stop_units.join(", "));
+        } else {
+            let _ = writeln!(out, "  stop on source: nothing configured");
         }
         if let Some(d) = &p.dump_command {
             let _ = writeln!(out, "  dump Postgres on source: {d}");
@@ -332,13 +329,17 @@ pub fn describe(plans: &[ServicePlan], config: &Config, done: &dyn Fn(&str) -> b
                 rules.join(", ")
             );
         }
-        let _ = writeln!(
-            out,
-            "  chown -R {}:{} and install as {}",
-            config.user.uid,
-            config.user.gid,
-            p.config_dir.display()
-        );
+        let (uid, gid) = (config.user.uid, config.user.gid);
+        if p.sources.iter().any(|s| !s.to.is_absolute()) {
+            let _ = writeln!(
+                out,
+                "  chown -R {uid}:{gid} and install as {}",
+                p.config_dir.display()
+            );
+        }
+        for s in p.sources.iter().filter(|s| s.to.is_absolute()) {
+            let _ = writeln!(out, "  chown -R {uid}:{gid} {}", s.to.display());
+        }
     }
     if plans.is_empty() {
         out.push_str("nothing to migrate\n");
@@ -351,7 +352,7 @@ fn target_of(config_dir: &Path, s: &SourceDir) -> PathBuf {
     if s.to.is_absolute() {
         s.to.clone()
     } else {
-        config_dir.join(&s.to)
+        under(config_dir, &s.to)
     }
 }
 
