@@ -44,15 +44,16 @@ fn private_bus() -> Bus {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if sock.exists() {
+    // the socket file appears at bind(), before listen(): wait until it accepts
+    for _ in 0..250 {
+        if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
-        sock.exists(),
-        "dbus-daemon did not create {}",
+        std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+        "dbus-daemon does not accept on {}",
         sock.display()
     );
     Bus {

@@ -217,12 +217,25 @@ impl Step for StartStep {
         }
         systemd::wait_for_socket(&address, ctx.env.start_timeout, ctx.env.poll)
             .next_action(&next_bus)?;
-        let conn = if ctx.env.drop_privileges && nix::unistd::geteuid().is_root() {
-            systemd::connect_as(&address, c.user.uid, c.user.gid)
-        } else {
-            systemd::connect(&address)
-        }
-        .next_action(&next_bus)?;
+        // The socket can exist a moment before the bus accepts on it: retry until the timeout.
+        let deadline = std::time::Instant::now() + ctx.env.start_timeout;
+        let conn = loop {
+            let attempt = if ctx.env.drop_privileges && nix::unistd::geteuid().is_root() {
+                systemd::connect_as(&address, c.user.uid, c.user.gid)
+            } else {
+                systemd::connect(&address)
+            };
+            match attempt {
+                Ok(conn) => break conn,
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    return Err(e).next_action(&next_bus);
+                }
+                Err(e) => {
+                    tracing::debug!("user bus not ready: {e:#}");
+                    std::thread::sleep(ctx.env.poll);
+                }
+            }
+        };
         let manager = ManagerProxy::new(&conn)
             .context("systemd manager proxy")
             .next_action(&next_bus)?;
