@@ -1,1 +1,8 @@
-//! Pure rendering of the appliance bundle (issue 3).
+//! Pure rendering of the appliance bundle (issue 3): settings in, in-memory files out.
+//!
+//! Nothing here touches the filesystem or the network; [`crate::write`] puts a bundle on disk.
+
+pub mod cloud_config;
+pub mod ini;
+pub mod iso;
+pub mod units;
