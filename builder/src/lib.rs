@@ -7,3 +7,4 @@ pub mod apply;
 pub mod cli;
 pub mod proxmox;
 pub mod render;
+pub mod write;

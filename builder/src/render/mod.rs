@@ -2,7 +2,10 @@
 //!
 //! Nothing here touches the filesystem or the network; [`crate::write`] puts a bundle on disk.
 
+pub mod bundle;
 pub mod cloud_config;
 pub mod ini;
 pub mod iso;
 pub mod units;
+
+pub use bundle::{ApplianceBins, Arch, Bundle, FileSpec};
