@@ -17,7 +17,10 @@ pub struct CloudConfig {
     pub bootcmd: Vec<Vec<String>>,
     /// Users to create.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub users: Vec<User>,
+    pub users: Vec<UserEntry>,
+    /// Keys for the distribution's default user.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ssh_authorized_keys: Vec<String>,
     /// `ssh_pwauth`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_pwauth: Option<bool>,
@@ -40,6 +43,24 @@ pub struct CloudConfig {
     /// `runcmd` (final stage, after packages and deferred files).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub runcmd: Vec<Vec<String>>,
+}
+
+/// An element of `users`: the distribution's `default` user or an explicit one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserEntry {
+    /// The literal `default`.
+    Default,
+    /// A user definition.
+    User(User),
+}
+
+impl Serialize for UserEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            UserEntry::Default => s.serialize_str("default"),
+            UserEntry::User(u) => u.serialize(s),
+        }
+    }
 }
 
 /// One entry of `users`.

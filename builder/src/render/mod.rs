@@ -2,10 +2,13 @@
 //!
 //! Nothing here touches the filesystem or the network; [`crate::write`] puts a bundle on disk.
 
+pub mod appliance;
 pub mod bundle;
 pub mod cloud_config;
 pub mod ini;
 pub mod iso;
+pub mod planned_api;
 pub mod units;
 
 pub use bundle::{ApplianceBins, Arch, Bundle, FileSpec};
+pub use appliance::{RenderError, render};

@@ -1,0 +1,979 @@
+//! What the appliance is (DESIGN §4): site settings + services catalog → every file the
+//! user-data writes and the `#cloud-config` that writes them.
+//!
+//! Owns the decisions (users, packages, units, firewall, mounts, first-boot gate, ordering
+//! of the boot-time commands); the file formats belong to [`super::units`],
+//! [`super::cloud_config`] and the firstboot/backupd config types.
+//!
+//! Boot-time sequence (cloud-init stages, appliance.md §7.3):
+//! - init: `bootcmd` creates the primary group (`users` has no gid key), `write_files` writes
+//!   every root-owned file below (units, zones, configs, scripts), `users` creates the service
+//!   account (not a system user, uid in 1000–60000, so it gets subordinate ids).
+//! - config: timezone, (Fedora) the Tailscale dnf repository.
+//! - final: packages, then `runcmd` (see [`runcmd`]): subids, directories, SELinux boolean,
+//!   NFS mounts (enabled only now, after `nfs-utils`/`nfs-common` is installed), TRaSH tree,
+//!   firewalld, guest agent, appliance binaries from the seed ISO, linger, timers, and a
+//!   non-blocking start of `mms-firstboot.service`.
+
+use super::cloud_config::{self, CloudConfig, User, UserEntry, WriteFile, YumRepo};
+use super::ini::IniError;
+use super::planned_api::{
+    Catalog, ContainerDef, EnvValue, HealthCheck, Setting, Site, VmNetwork, VmOs, VolumeSource,
+};
+use super::units::{
+    self, Body, Container, Install, Mount, Network, Service, Timer, Unit, UnitFile, Volume,
+};
+use super::{ApplianceBins, Bundle, FileSpec, bundle};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Where the appliance programs are installed in the VM.
+pub const BIN_DIR: &str = "/usr/local/bin";
+/// The first-boot gate (DESIGN §6): every container unit has `ConditionPathExists=` on it;
+/// `mms-firstboot` creates it at its `start` phase. Same default as firstboot's config.
+pub const GATE_MARKER: &str = "/var/lib/mms/services-enabled";
+/// Script that installs the appliance binaries from the seed ISO.
+pub const INSTALL_SCRIPT: &str = "/usr/local/lib/mms/install-appliance-bins";
+/// firstboot's config file.
+pub const FIRSTBOOT_CONFIG: &str = "/etc/mms/firstboot.yml";
+/// backupd's config file.
+pub const BACKUPD_CONFIG: &str = "/etc/mms/backupd.yml";
+/// Name of the podman network (and its Quadlet file `mms.network`).
+pub const NETWORK: &str = "mms";
+/// Timeout for image pulls + health (pitfall 6).
+const START_TIMEOUT: &str = "900";
+
+/// Why a site cannot be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// `services:` names something the catalog does not have.
+    #[error("services: {0:?} is not in the services catalog")]
+    UnknownService(String),
+    /// A container's `after` names a container that is not rendered.
+    #[error("service {service}: container {container} is ordered after {missing:?}, which is not an enabled container")]
+    UnknownDependency {
+        /// Service.
+        service: String,
+        /// Container.
+        container: String,
+        /// The missing name.
+        missing: String,
+    },
+    /// Two containers of the enabled services share a name.
+    #[error("container name {0:?} is used twice among the enabled services")]
+    DuplicateContainer(String),
+    /// `tailscale.serve` names a service that is not enabled or publishes no port.
+    #[error("tailscale.serve: service {0:?} is not enabled or publishes no port")]
+    ServeTarget(String),
+    /// A value cannot be written into a unit file.
+    #[error("{file}: {source}")]
+    Unit {
+        /// The unit file.
+        file: String,
+        /// What was wrong.
+        source: IniError,
+    },
+    /// YAML serialization failed.
+    #[error("serializing {what}: {message}")]
+    Yaml {
+        /// Which document.
+        what: String,
+        /// The serializer's message.
+        message: String,
+    },
+    /// Assembling the bundle failed.
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleError),
+}
+
+/// Renders the appliance for `site`: a pure function of its arguments.
+pub fn render(site: &Site, catalog: &Catalog, bins: &ApplianceBins) -> Result<Bundle, RenderError> {
+    let parts = parts(site, catalog)?;
+    Ok(bundle::assemble(parts, bins)?)
+}
+
+struct Ctx<'a> {
+    site: &'a Site,
+    user: &'a str,
+    uid: u32,
+    gid: u32,
+    home: String,
+    selinux: bool,
+}
+
+impl Ctx<'_> {
+    fn config_dir(&self, service: &str) -> String {
+        format!("{}/config/{service}", self.home)
+    }
+    fn quadlet_dir(&self) -> String {
+        format!("/etc/containers/systemd/users/{}", self.uid)
+    }
+}
+
+/// The enabled services and their containers, in start order.
+struct Enabled<'a> {
+    services: Vec<(&'a super::planned_api::ServiceDef, Vec<&'a ContainerDef>)>,
+}
+
+fn enabled<'a>(site: &Site, catalog: &'a Catalog) -> Result<Enabled<'a>, RenderError> {
+    let mut names = BTreeSet::new();
+    let mut services = Vec::new();
+    for name in &site.services {
+        let def = catalog
+            .get(name)
+            .ok_or_else(|| RenderError::UnknownService(name.clone()))?;
+        for c in &def.containers {
+            if !names.insert(c.name.clone()) {
+                return Err(RenderError::DuplicateContainer(c.name.clone()));
+            }
+        }
+        services.push((def, start_order(def)?));
+    }
+    for (def, containers) in &services {
+        for c in containers {
+            for dep in &c.after {
+                if !names.contains(dep) {
+                    return Err(RenderError::UnknownDependency {
+                        service: def.name.clone(),
+                        container: c.name.clone(),
+                        missing: dep.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(Enabled { services })
+}
+
+/// Containers of one service, dependencies (`after`) first, otherwise catalog order.
+fn start_order(def: &super::planned_api::ServiceDef) -> Result<Vec<&ContainerDef>, RenderError> {
+    let mut done: Vec<&ContainerDef> = Vec::new();
+    let mut left: Vec<&ContainerDef> = def.containers.iter().collect();
+    while !left.is_empty() {
+        let ready = left.iter().position(|c| {
+            c.after
+                .iter()
+                .all(|d| done.iter().any(|x| &x.name == d) || !def.containers.iter().any(|x| &x.name == d))
+        });
+        match ready {
+            Some(i) => done.push(left.remove(i)),
+            None => {
+                // A cycle: report the first container that cannot start.
+                let c = left[0];
+                return Err(RenderError::UnknownDependency {
+                    service: def.name.clone(),
+                    container: c.name.clone(),
+                    missing: format!("{} (dependency cycle)", c.after.join(", ")),
+                });
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn unit_text(name: &str, unit: &UnitFile) -> Result<String, RenderError> {
+    unit.render().map_err(|source| RenderError::Unit {
+        file: name.to_string(),
+        source,
+    })
+}
+
+fn main_health<'a>(def: &'a super::planned_api::ServiceDef, c: &'a ContainerDef, first: bool) -> Option<&'a HealthCheck> {
+    c.health.as_ref().or(if first { Some(&def.health) } else { None })
+}
+
+/// podman's `--health-cmd` in its JSON exec form (no shell re-parses our values except the
+/// `CMD-SHELL` script, whose only interpolations are a URL and a quoted literal).
+pub fn health_cmd(h: &HealthCheck) -> String {
+    let url = format!("http://127.0.0.1:{}{}", h.port, h.path);
+    let script = match &h.expect_body {
+        Some(body) => format!(
+            "curl -fsS --max-time 10 {} | grep -qF -- {}",
+            sh_quote(&url),
+            sh_quote(body)
+        ),
+        None => format!(
+            "test \"$(curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 {})\" = {}",
+            sh_quote(&url),
+            h.expect_status
+        ),
+    };
+    serde_json::json!(["CMD-SHELL", script]).to_string()
+}
+
+/// POSIX shell single-quoting.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn container_unit(
+    ctx: &Ctx,
+    def: &super::planned_api::ServiceDef,
+    c: &ContainerDef,
+    health: Option<&HealthCheck>,
+    named_volumes: &mut BTreeSet<String>,
+) -> UnitFile {
+    let site = ctx.site;
+    let mut environment = BTreeMap::new();
+    let mut secret = Vec::new();
+    for (k, v) in &c.environment {
+        match v {
+            EnvValue::Literal(s) => {
+                environment.insert(k.clone(), s.clone());
+            }
+            EnvValue::Setting(Setting::Timezone) => {
+                environment.insert(k.clone(), site.site.timezone.clone());
+            }
+            EnvValue::Setting(Setting::Uid) => {
+                environment.insert(k.clone(), ctx.uid.to_string());
+            }
+            EnvValue::Setting(Setting::Gid) => {
+                environment.insert(k.clone(), ctx.gid.to_string());
+            }
+            // Runtime secrets are podman secrets of the user, created by firstboot.
+            EnvValue::Secret(name) => secret.push(format!("{name},type=env,target={k}")),
+        }
+    }
+    let mut volume = Vec::new();
+    for v in &c.volumes {
+        let (src, label) = match &v.source {
+            VolumeSource::Config(sub) => {
+                let base = ctx.config_dir(&def.name);
+                let src = if sub.is_empty() || sub == "." {
+                    base
+                } else {
+                    format!("{base}/{sub}")
+                };
+                (src, Some("Z"))
+            }
+            VolumeSource::Shared(path) => (path.clone(), Some("z")),
+            // NFS: never relabel (virt_use_nfs instead), never :U/:idmap (appliance.md §3).
+            VolumeSource::Data(path) => (path.clone(), None),
+            VolumeSource::Named(name) => {
+                named_volumes.insert(name.clone());
+                (format!("{name}.volume"), None)
+            }
+        };
+        let mut opts = Vec::new();
+        if v.read_only {
+            opts.push("ro");
+        }
+        if let Some(l) = label.filter(|_| ctx.selinux) {
+            opts.push(l);
+        }
+        volume.push(if opts.is_empty() {
+            format!("{src}:{}", v.target)
+        } else {
+            format!("{src}:{}:{}", v.target, opts.join(","))
+        });
+    }
+    let after: Vec<String> = c.after.iter().map(|d| format!("{d}.service")).collect();
+    UnitFile {
+        unit: Unit {
+            description: Some(format!("{} ({})", def.description, c.name)),
+            wants: after.clone(),
+            after,
+            // First-boot gate: nothing starts before firstboot has brought the state.
+            condition_path_exists: vec![GATE_MARKER.to_string()],
+            ..Unit::default()
+        },
+        body: Body::Container(
+            Box::new(Container {
+                image: site
+                    .images
+                    .get(&c.name)
+                    .cloned()
+                    .unwrap_or_else(|| c.image.clone()),
+                container_name: Some(c.name.clone()),
+                network: vec![format!("{NETWORK}.network")],
+                network_alias: c.network_aliases.clone(),
+                // Loopback only: the LAN sees nothing, tailscale serve proxies to 127.0.0.1.
+                publish_port: c
+                    .ports
+                    .iter()
+                    .map(|p| format!("127.0.0.1:{}:{}", p.host, p.container))
+                    .collect(),
+                volume,
+                // Ownership rule (DESIGN §4): the in-container uid/gid the image's process
+                // writes as (`run_as`: PUID/PGID for linuxserver images, set to the site
+                // uid/gid; 999 for postgres/valkey; 0 for images that run as root) is mapped
+                // onto the host user itself, so every file a container writes — local config
+                // and NFS alike — is owned by uid:gid on the host. Container root (when it is
+                // not `run_as`) maps to a subordinate id and gets no host privileges.
+                user_ns: Some(format!("keep-id:uid={},gid={}", c.run_as, c.run_as)),
+                environment,
+                secret,
+                shm_size: c.shm_size.clone(),
+                health_cmd: health.map(health_cmd),
+                health_interval: health.map(|h| format!("{}s", h.interval_s.max(1))),
+                health_start_period: health.map(|h| format!("{}s", h.start_period_s)),
+                health_retries: health.map(|_| 3),
+                health_timeout: health.map(|_| "15s".to_string()),
+                // READY only once healthy: start jobs (firstboot, auto-update rollback) wait.
+                notify: health.map(|_| "healthy".to_string()),
+                auto_update: c.auto_update.then(|| "registry".to_string()),
+                label: Vec::new(),
+                exec: None,
+            }),
+            Service {
+                restart: Some("on-failure".into()),
+                restart_sec: Some("10".into()),
+                timeout_start_sec: Some(START_TIMEOUT.into()),
+                ..Service::default()
+            },
+        ),
+        install: Install {
+            // The user manager has no multi-user.target (pitfall 3).
+            wanted_by: vec!["default.target".into()],
+        },
+    }
+}
+
+/// Everything the user-data writes and the user-data itself.
+pub fn parts(site: &Site, catalog: &Catalog) -> Result<bundle::Parts, RenderError> {
+    let u = &site.site.user;
+    let ctx = Ctx {
+        site,
+        user: &u.name,
+        uid: u.uid,
+        gid: u.gid,
+        home: format!("/home/{}", u.name),
+        selinux: site.vm.os == VmOs::Fedora,
+    };
+    let enabled = enabled(site, catalog)?;
+    let mut rootfs: BTreeMap<String, FileSpec> = BTreeMap::new();
+
+    // Quadlet units (root-owned, in the per-uid directory: pitfall 1 and §1.1).
+    let qdir = ctx.quadlet_dir();
+    let mut named_volumes = BTreeSet::new();
+    let net = UnitFile {
+        unit: Unit {
+            description: Some("MMS container network".into()),
+            ..Unit::default()
+        },
+        body: Body::Network(Network {
+            network_name: Some(NETWORK.into()),
+            driver: Some("bridge".into()),
+        }),
+        install: Install::default(),
+    };
+    let name = format!("{qdir}/{NETWORK}.network");
+    rootfs.insert(name.clone(), spec(unit_text(&name, &net)?, 0o644));
+    for (def, containers) in &enabled.services {
+        for c in containers {
+            let is_main = def.containers.first().is_some_and(|f| f.name == c.name);
+            let health = main_health(def, c, is_main);
+            let unit = container_unit(&ctx, def, c, health, &mut named_volumes);
+            let name = format!("{qdir}/{}.container", c.name);
+            rootfs.insert(name.clone(), spec(unit_text(&name, &unit)?, 0o644));
+        }
+    }
+    for v in &named_volumes {
+        let unit = UnitFile {
+            unit: Unit {
+                description: Some(format!("MMS volume {v}")),
+                ..Unit::default()
+            },
+            body: Body::Volume(Volume {
+                volume_name: Some(v.clone()),
+            }),
+            install: Install::default(),
+        };
+        let name = format!("{qdir}/{v}.volume");
+        rootfs.insert(name.clone(), spec(unit_text(&name, &unit)?, 0o644));
+    }
+
+    // NFS mount units.
+    let mut mount_units = Vec::new();
+    for m in &site.nfs.mounts {
+        let unit_name = format!("{}.mount", units::escape_path(&m.mount_point));
+        let unit = UnitFile {
+            unit: Unit {
+                description: Some(format!("MMS NFS {}:{}", site.nfs.server, m.export)),
+                ..Unit::default()
+            },
+            body: Body::Mount(Mount {
+                what: format!("{}:{}", nfs_host(&site.nfs.server), m.export),
+                r#where: m.mount_point.clone(),
+                kind: Some("nfs".into()),
+                options: Some("_netdev,noatime".into()),
+                timeout_sec: Some("120".into()),
+            }),
+            install: Install {
+                wanted_by: vec!["remote-fs.target".into()],
+            },
+        };
+        let path = format!("/etc/systemd/system/{unit_name}");
+        rootfs.insert(path.clone(), spec(unit_text(&path, &unit)?, 0o644));
+        mount_units.push((unit_name, m.mount_point.clone()));
+    }
+    // The user manager (and so every container) starts after the NFS mounts on every boot.
+    rootfs.insert(
+        format!("/etc/systemd/system/user@{}.service.d/mms-after-mounts.conf", ctx.uid),
+        spec(
+            format!(
+                "# {}\n[Unit]\nWants=remote-fs.target\nAfter=remote-fs.target\n",
+                units::HEADER
+            ),
+            0o644,
+        ),
+    );
+
+    // Appliance program units.
+    for (name, unit) in system_units(site) {
+        let path = format!("/etc/systemd/system/{name}");
+        rootfs.insert(path.clone(), spec(unit_text(&path, &unit)?, 0o644));
+    }
+
+    // firewalld.
+    for (path, text) in firewall_files(site) {
+        rootfs.insert(path, spec(text, 0o644));
+    }
+
+    // Install script for the appliance binaries.
+    rootfs.insert(INSTALL_SCRIPT.into(), spec(install_script(), 0o755));
+
+    let cloud = cloud_config(&ctx, &enabled, &rootfs, &mount_units);
+    let user_data = cloud_config::user_data(&cloud).map_err(|e| RenderError::Yaml {
+        what: "user-data".into(),
+        message: e.to_string(),
+    })?;
+    let network_config = match &site.vm.network {
+        VmNetwork::Dhcp => None,
+        VmNetwork::Static {
+            address,
+            prefix,
+            gateway,
+            dns,
+        } => Some(
+            cloud_config::to_yaml(&cloud_config::NetworkConfig {
+                version: 2,
+                ethernets: [(
+                    "lan".to_string(),
+                    cloud_config::Ethernet {
+                        matches: cloud_config::MatchName {
+                            name: "e*".into(),
+                        },
+                        set_name: "lan0".into(),
+                        dhcp4: false,
+                        addresses: vec![format!("{address}/{prefix}")],
+                        routes: vec![cloud_config::Route {
+                            to: "default".into(),
+                            via: gateway.to_string(),
+                        }],
+                        nameservers: cloud_config::Nameservers {
+                            addresses: dns.iter().map(ToString::to_string).collect(),
+                        },
+                    },
+                )]
+                .into(),
+            })
+            .map_err(|e| RenderError::Yaml {
+                what: "network-config".into(),
+                message: e.to_string(),
+            })?,
+        ),
+    };
+    Ok(bundle::Parts {
+        user_data,
+        network_config,
+        hostname: site.vm.name.clone(),
+        rootfs,
+    })
+}
+
+fn spec(text: String, mode: u32) -> FileSpec {
+    FileSpec {
+        mode,
+        contents: text.into_bytes(),
+    }
+}
+
+/// An IPv6 literal needs brackets in `What=host:/export`.
+fn nfs_host(server: &str) -> String {
+    if server.contains(':') && !server.starts_with('[') {
+        format!("[{server}]")
+    } else {
+        server.to_string()
+    }
+}
+
+fn system_units(site: &Site) -> Vec<(String, UnitFile)> {
+    let firstboot = UnitFile {
+        unit: Unit {
+            description: Some("MMS first boot: Tailscale, state, start services, health".into()),
+            // Both: cloud-final is itself After=multi-user.target, so ordering only after
+            // cloud-final while WantedBy=multi-user.target would be a cycle (pitfall 2).
+            after: vec![
+                "cloud-final.service".into(),
+                "multi-user.target".into(),
+                "network-online.target".into(),
+                "remote-fs.target".into(),
+            ],
+            wants: vec!["network-online.target".into()],
+            ..Unit::default()
+        },
+        body: Body::Service(Service {
+            kind: Some("oneshot".into()),
+            remain_after_exit: Some(true),
+            exec_start: vec![vec![
+                format!("{BIN_DIR}/mms-firstboot"),
+                "run".into(),
+                "--config".into(),
+                FIRSTBOOT_CONFIG.into(),
+            ]],
+            timeout_start_sec: Some("infinity".into()),
+            ..Service::default()
+        }),
+        install: Install {
+            wanted_by: vec!["multi-user.target".into()],
+        },
+    };
+    let backup = |what: &str, desc: &str, calendar: &str, nice: bool| {
+        let service = UnitFile {
+            unit: Unit {
+                description: Some(format!("MMS backup: {desc}")),
+                after: vec!["remote-fs.target".into(), "network-online.target".into()],
+                wants: vec!["network-online.target".into()],
+                requires_mounts_for: vec![site.backup.target.clone()],
+                // No backup before firstboot brought the state (it would back up empty dirs).
+                condition_path_exists: vec![GATE_MARKER.into()],
+                ..Unit::default()
+            },
+            body: Body::Service(Service {
+                kind: Some("oneshot".into()),
+                exec_start: vec![vec![
+                    format!("{BIN_DIR}/mms-backupd"),
+                    "--config".into(),
+                    BACKUPD_CONFIG.into(),
+                    "backup".into(),
+                    what.into(),
+                ]],
+                nice: nice.then_some(10),
+                io_scheduling_class: nice.then(|| "idle".to_string()),
+                ..Service::default()
+            }),
+            install: Install::default(),
+        };
+        let timer = UnitFile {
+            unit: Unit {
+                description: Some(format!("MMS backup timer: {desc}")),
+                ..Unit::default()
+            },
+            body: Body::Timer(Timer {
+                on_calendar: vec![calendar.to_string()],
+                persistent: Some(true),
+                randomized_delay_sec: None,
+                unit: Some(format!("mms-backup-{what}.service")),
+            }),
+            install: Install {
+                wanted_by: vec!["timers.target".into()],
+            },
+        };
+        [
+            (format!("mms-backup-{what}.service"), service),
+            (format!("mms-backup-{what}.timer"), timer),
+        ]
+    };
+    let mut out = vec![("mms-firstboot.service".to_string(), firstboot)];
+    out.extend(backup(
+        "config",
+        "service configuration",
+        &site.backup.schedule.config,
+        false,
+    ));
+    out.extend(backup(
+        "photos",
+        "photo library",
+        &site.backup.schedule.photos,
+        true,
+    ));
+    out
+}
+
+/// firewalld: default zone `drop` (nothing on the LAN; SSH only with `site.lan_ssh`),
+/// `tailscale0` in `trusted`. /etc zone files replace the built-in ones (appliance.md §5).
+fn firewall_files(site: &Site) -> Vec<(String, String)> {
+    let head = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<!-- Generated by mms-build; the appliance is rebuilt, never edited. -->\n";
+    let ssh = if site.site.lan_ssh {
+        "  <service name=\"ssh\"/>\n"
+    } else {
+        ""
+    };
+    vec![
+        (
+            "/etc/firewalld/firewalld.conf".into(),
+            format!(
+                "# {}\n# Everything not listed keeps firewalld's default.\nDefaultZone=drop\n",
+                units::HEADER
+            ),
+        ),
+        (
+            "/etc/firewalld/zones/drop.xml".into(),
+            format!(
+                "{head}<zone target=\"DROP\">\n  <short>Drop</short>\n  <description>MMS: everything from the LAN is dropped.</description>\n{ssh}  <forward/>\n</zone>\n"
+            ),
+        ),
+        (
+            "/etc/firewalld/zones/trusted.xml".into(),
+            format!(
+                "{head}<zone target=\"ACCEPT\">\n  <short>Trusted</short>\n  <description>MMS: the tailnet.</description>\n  <interface name=\"tailscale0\"/>\n  <forward/>\n</zone>\n"
+            ),
+        ),
+    ]
+}
+
+fn install_script() -> String {
+    format!(
+        r#"#!/bin/sh
+# {header}
+# Installs mms-firstboot and mms-backupd from the NoCloud seed ISO (label cidata) after
+# checking them against the ISO's mms/SHA256SUMS. Copies first, verifies the copies.
+set -eu
+dev=$(blkid -t LABEL=cidata -o device 2>/dev/null | head -n 1 || true)
+[ -n "$dev" ] || dev=$(blkid -t LABEL=CIDATA -o device 2>/dev/null | head -n 1 || true)
+[ -n "$dev" ] || {{ echo "mms: seed ISO (label cidata) not found" >&2; exit 1; }}
+mnt=$(mktemp -d)
+work=$(mktemp -d)
+cleanup() {{ umount "$mnt" 2>/dev/null || true; rmdir "$mnt"; rm -rf "$work"; }}
+trap cleanup EXIT
+mount -o ro "$dev" "$mnt"
+for f in SHA256SUMS mms-firstboot mms-backupd; do
+  [ -f "$mnt/mms/$f" ] || {{ echo "mms: $f missing on the seed ISO (rendered with --no-appliance-bin?)" >&2; exit 1; }}
+  cp "$mnt/mms/$f" "$work/$f"
+done
+cd "$work"
+for f in mms-firstboot mms-backupd; do
+  grep -q "  $f\$" SHA256SUMS || {{ echo "mms: $f is not listed in SHA256SUMS" >&2; exit 1; }}
+done
+sha256sum --strict -c SHA256SUMS
+for f in mms-firstboot mms-backupd; do
+  install -m 0755 -o root -g root "$f" "{bin}/$f"
+done
+echo "mms: installed mms-firstboot and mms-backupd into {bin}"
+"#,
+        header = units::HEADER,
+        bin = BIN_DIR
+    )
+}
+
+/// Top-level mount points (not inside another configured mount) vs. nested ones.
+fn is_nested(point: &str, all: &[(String, String)]) -> bool {
+    all.iter().any(|(_, other)| {
+        other != point && point.starts_with(&format!("{}/", other.trim_end_matches('/')))
+    })
+}
+
+fn sh(script: &str, args: &[&str]) -> Vec<String> {
+    let mut v = vec!["sh".to_string(), "-c".to_string(), script.to_string(), "mms".to_string()];
+    v.extend(args.iter().map(|s| s.to_string()));
+    v
+}
+
+fn cmd(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// TRaSH layout (TRaSH-Guides "Hardlinks and Instant Moves"): one tree under /data with
+/// downloads and media side by side so imports are hardlinks/renames.
+pub const TRASH_TREE: &[&str] = &[
+    "/data/media/movies",
+    "/data/media/tv",
+    "/data/media/music",
+    "/data/usenet/incomplete",
+    "/data/usenet/complete/movies",
+    "/data/usenet/complete/tv",
+    "/data/usenet/complete/music",
+];
+
+fn runcmd(ctx: &Ctx, enabled: &Enabled, mounts: &[(String, String)]) -> Vec<Vec<String>> {
+    let site = ctx.site;
+    let uid = ctx.uid.to_string();
+    let gid = ctx.gid.to_string();
+    let mut r = Vec::new();
+    // 1. Subordinate ids in a range derived from the uid (never overlapping useradd's
+    //    automatic 100000+ ranges), unless useradd already allocated some.
+    let start = u64::from(ctx.uid) * 65536;
+    let range = format!("{}-{}", start, start + 65535);
+    r.push(sh(
+        "grep -q \"^$1:\" /etc/subuid 2>/dev/null || usermod --add-subuids \"$2\" \"$1\"; \
+         grep -q \"^$1:\" /etc/subgid 2>/dev/null || usermod --add-subgids \"$2\" \"$1\"",
+        &[ctx.user, &range],
+    ));
+    // 2. Local directories: config dirs private to the user; /var/lib/mms traversable so the
+    //    user manager can evaluate the first-boot gate.
+    let mut dirs = vec![format!("{}/config", ctx.home)];
+    for (def, containers) in &enabled.services {
+        dirs.push(ctx.config_dir(&def.name));
+        for c in containers {
+            for v in &c.volumes {
+                match &v.source {
+                    VolumeSource::Config(sub) if !sub.is_empty() && sub != "." => {
+                        dirs.push(format!("{}/{sub}", ctx.config_dir(&def.name)));
+                    }
+                    VolumeSource::Shared(p) => dirs.push(p.clone()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    dirs.dedup();
+    let mut install = cmd(&["install", "-d", "-o", &uid, "-g", &gid, "-m", "0750"]);
+    install.extend(dirs);
+    r.push(install);
+    r.push(cmd(&["install", "-d", "-o", "root", "-g", "root", "-m", "0755", "/var/lib/mms"]));
+    // 3. SELinux: containers may use NFS (no relabelling of NFS paths).
+    if ctx.selinux {
+        r.push(cmd(&["setsebool", "-P", "virt_use_nfs", "1"]));
+    }
+    // 4. NFS: units were written in the init stage but are enabled only now, after the
+    //    packages step installed the NFS client. Nested mount points are created on the
+    //    parent export by the user (root may be squashed).
+    if !mounts.is_empty() {
+        r.push(cmd(&["systemctl", "daemon-reload"]));
+    }
+    for (unit, point) in mounts {
+        if is_nested(point, mounts) {
+            r.push(cmd(&["runuser", "-u", ctx.user, "--", "mkdir", "-p", point]));
+        } else {
+            r.push(cmd(&["mkdir", "-p", point]));
+        }
+        r.push(cmd(&["systemctl", "enable", "--now", unit]));
+    }
+    // 5. TRaSH tree, created by the user so NFS sees uid:gid.
+    let mut trash = cmd(&["runuser", "-u", ctx.user, "--", "mkdir", "-p"]);
+    trash.extend(TRASH_TREE.iter().map(|s| s.to_string()));
+    r.push(trash);
+    // 6. Firewall with the zone files written above.
+    r.push(cmd(&["systemctl", "enable", "firewalld.service"]));
+    r.push(cmd(&["systemctl", "restart", "firewalld.service"]));
+    // 7. Guest agent: udev starts it on later boots; it was installed after udev ran now.
+    r.push(cmd(&["systemctl", "start", "qemu-guest-agent.service"]));
+    if site.vm.os == VmOs::Fedora {
+        r.push(cmd(&["systemctl", "enable", "--now", "tailscaled.service"]));
+    }
+    // 8. The appliance programs from the seed ISO.
+    r.push(cmd(&[INSTALL_SCRIPT]));
+    // 9. podman auto-update for units that allow it (user timer, enabled before the user
+    //    manager first starts, in the user's own ~/.config so it is owned by the user).
+    let auto = enabled
+        .services
+        .iter()
+        .any(|(_, cs)| cs.iter().any(|c| c.auto_update));
+    if auto {
+        r.push(sh(
+            "runuser -u \"$1\" -- sh -c 'mkdir -p \"$HOME/.config/systemd/user/timers.target.wants\" && ln -sf /usr/lib/systemd/user/podman-auto-update.timer \"$HOME/.config/systemd/user/timers.target.wants/podman-auto-update.timer\"'",
+            &[ctx.user],
+        ));
+    }
+    // 10. Linger: the user manager starts now and on every boot; container units are gated.
+    r.push(cmd(&["loginctl", "enable-linger", ctx.user]));
+    // 11. System units, then firstboot without blocking cloud-final (it is ordered after it).
+    r.push(cmd(&["systemctl", "daemon-reload"]));
+    r.push(cmd(&[
+        "systemctl",
+        "enable",
+        "mms-firstboot.service",
+        "mms-backup-config.timer",
+        "mms-backup-photos.timer",
+    ]));
+    r.push(cmd(&[
+        "systemctl",
+        "start",
+        "mms-backup-config.timer",
+        "mms-backup-photos.timer",
+    ]));
+    r.push(cmd(&["systemctl", "start", "--no-block", "mms-firstboot.service"]));
+    r
+}
+
+fn packages(os: VmOs) -> Vec<String> {
+    let list: &[&str] = match os {
+        VmOs::Fedora => &[
+            "podman",
+            "nfs-utils",
+            "firewalld",
+            "qemu-guest-agent",
+            "tailscale",
+            "rsync",
+        ],
+        // Debian 13: rootless podman needs uidmap + passt; `systemctl --user -M` needs
+        // dbus-user-session. Tailscale has its own install step (not in Debian's archive).
+        VmOs::Debian => &[
+            "podman",
+            "nfs-common",
+            "firewalld",
+            "qemu-guest-agent",
+            "rsync",
+            "uidmap",
+            "passt",
+            "dbus-user-session",
+        ],
+    };
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn cloud_config(
+    ctx: &Ctx,
+    enabled: &Enabled,
+    rootfs: &BTreeMap<String, FileSpec>,
+    mounts: &[(String, String)],
+) -> CloudConfig {
+    let site = ctx.site;
+    let mut yum_repos = BTreeMap::new();
+    if site.vm.os == VmOs::Fedora {
+        yum_repos.insert(
+            "tailscale-stable".to_string(),
+            YumRepo {
+                name: "Tailscale stable".into(),
+                baseurl: "https://pkgs.tailscale.com/stable/fedora/$basearch".into(),
+                enabled: true,
+                gpgcheck: false,
+                repo_gpgcheck: true,
+                gpgkey: "https://pkgs.tailscale.com/stable/fedora/repo.gpg".into(),
+            },
+        );
+    }
+    let write_files = rootfs
+        .iter()
+        .map(|(path, spec)| WriteFile {
+            path: path.clone(),
+            content: String::from_utf8_lossy(&spec.contents).into_owned(),
+            owner: "root:root".into(),
+            permissions: format!("{:04o}", spec.mode),
+            defer: false,
+        })
+        .collect();
+    CloudConfig {
+        bootcmd: vec![sh(
+            "getent group \"$1\" >/dev/null || groupadd -g \"$2\" \"$1\"",
+            &[ctx.user, &ctx.gid.to_string()],
+        )],
+        // `default`: the distribution's admin account (sudo) gets the SSH keys; the service
+        // account has none.
+        users: vec![
+            UserEntry::Default,
+            UserEntry::User(User {
+                name: ctx.user.to_string(),
+                uid: ctx.uid,
+                primary_group: ctx.user.to_string(),
+                no_user_group: true,
+                shell: "/bin/bash".into(),
+                lock_passwd: true,
+                homedir: ctx.home.clone(),
+                ssh_authorized_keys: Vec::new(),
+                groups: None,
+                sudo: None,
+            }),
+        ],
+        ssh_authorized_keys: site.vm.ssh_authorized_keys.clone(),
+        ssh_pwauth: Some(false),
+        timezone: Some(site.site.timezone.clone()),
+        yum_repos,
+        package_update: true,
+        // Fedora: the appliance boots with current packages (podman ≥ the 5.x it was tested
+        // with). Debian: the test target; its image carries what it needs.
+        package_upgrade: site.vm.os == VmOs::Fedora,
+        packages: packages(site.vm.os),
+        write_files,
+        runcmd: runcmd(ctx, enabled, mounts),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::super::planned_api::*;
+    use super::*;
+
+    pub(crate) fn site() -> (Site, Catalog) {
+        let lsio = |name: &str, port: u16, data: &str| ContainerDef {
+            name: name.into(),
+            image: format!("lscr.io/linuxserver/{name}:latest"),
+            ports: vec![PortDef { host: port, container: port }],
+            volumes: vec![
+                VolumeDef { source: VolumeSource::Config(String::new()), target: "/config".into(), read_only: false },
+                VolumeDef { source: VolumeSource::Data(data.into()), target: data.into(), read_only: false },
+            ],
+            environment: [
+                ("PUID".to_string(), EnvValue::Setting(Setting::Uid)),
+                ("PGID".to_string(), EnvValue::Setting(Setting::Gid)),
+                ("TZ".to_string(), EnvValue::Setting(Setting::Timezone)),
+            ]
+            .into(),
+            health: None,
+            network_aliases: vec![],
+            after: vec![],
+            auto_update: true,
+            run_as: 1100,
+            shm_size: None,
+        };
+        let svc = |c: ContainerDef, path: &str, body: Option<&str>| ServiceDef {
+            name: c.name.clone(),
+            description: c.name.to_uppercase(),
+            health: HealthCheck {
+                path: path.into(),
+                port: c.ports[0].container,
+                expect_status: 200,
+                expect_body: body.map(Into::into),
+                start_period_s: 60,
+                interval_s: 30,
+            },
+            backup: BackupMethod::Archive { paths: vec![] },
+            containers: vec![c],
+        };
+        let mut pg = lsio("immich-postgres", 5432, "/data/photos");
+        pg.image = "ghcr.io/immich-app/postgres:14-vectorchord0.4.3".into();
+        pg.ports.clear();
+        pg.volumes = vec![VolumeDef { source: VolumeSource::Config("postgres".into()), target: "/var/lib/postgresql/data".into(), read_only: false }];
+        pg.environment = [("POSTGRES_PASSWORD".to_string(), EnvValue::Secret("immich_db_password".into()))].into();
+        pg.run_as = 999;
+        pg.auto_update = false;
+        pg.network_aliases = vec!["database".into()];
+        pg.shm_size = Some("128m".into());
+        let mut server = lsio("immich-server", 2283, "/data/photos");
+        server.image = "ghcr.io/immich-app/immich-server:v2".into();
+        server.volumes[1].target = "/data".into();
+        server.run_as = 0;
+        server.after = vec!["immich-postgres".into()];
+        server.environment.insert("DB_PASSWORD".into(), EnvValue::Secret("immich_db_password".into()));
+        let mut ml = lsio("immich-machine-learning", 3003, "/x");
+        ml.ports.clear();
+        ml.volumes = vec![VolumeDef { source: VolumeSource::Named("model-cache".into()), target: "/cache".into(), read_only: false }];
+        ml.run_as = 0;
+        let mut immich = svc(server, "/api/server/ping", Some("pong"));
+        immich.containers.push(ml);
+        immich.containers.push(pg);
+        let catalog = Catalog {
+            services: [
+                ("radarr".to_string(), svc(lsio("radarr", 7878, "/data"), "/ping", Some("OK"))),
+                ("jellyfin".to_string(), svc(lsio("jellyfin", 8096, "/data/media"), "/health", None)),
+                ("immich".to_string(), immich),
+            ]
+            .into(),
+        };
+        let site = Site {
+            path: "mms.yml".into(),
+            vm: VmConfig { name: "mms".into(), os: VmOs::Fedora, network: VmNetwork::Dhcp, ssh_authorized_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDummyKeyForTests me@laptop".into()] },
+            site: SiteConfig { timezone: "Europe/Berlin".into(), user: UserConfig { name: "mms".into(), uid: 1100, gid: 1100 }, lan_ssh: false },
+            nfs: NfsConfig { server: "192.168.1.10".into(), mounts: vec![
+                NfsMount { mount_point: "/data".into(), export: "/mnt/tank/data".into() },
+                NfsMount { mount_point: "/data/photos".into(), export: "/mnt/tank/photos".into() },
+            ] },
+            services: vec!["radarr".into(), "jellyfin".into(), "immich".into()],
+            tailscale: TailscaleConfig { hostname: "mms".into(), serve: vec![] },
+            backup: BackupConfig { recipients: vec![], target: "/data/backups".into(), schedule: BackupSchedule { config: "*-*-* 03:00:00".into(), photos: "Sun *-*-* 04:00:00".into() }, retention: Retention { daily: 7, weekly: 4, monthly: 6 } },
+            migrate: None,
+            images: BTreeMap::new(),
+        };
+        (site, catalog)
+    }
+
+    #[test]
+    fn renders_scratch_site() {
+        let (site, catalog) = site();
+        let b = render(&site, &catalog, &ApplianceBins::Omitted).unwrap();
+        if let Ok(dir) = std::env::var("MMS_SCRATCH_OUT") {
+            crate::write::write_bundle(std::path::Path::new(&dir), &b).unwrap();
+        }
+        assert!(b.files.contains_key("rootfs/etc/containers/systemd/users/1100/radarr.container"));
+    }
+}
