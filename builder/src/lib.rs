@@ -4,7 +4,12 @@
 //! at the edges (Proxmox client, guest agent, filesystem writer).
 
 pub mod apply;
+pub mod catalog;
 pub mod cli;
+pub mod config;
+pub mod images;
 pub mod proxmox;
 pub mod render;
+pub mod secrets;
 pub mod write;
+pub mod yaml;

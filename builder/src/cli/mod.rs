@@ -1,12 +1,36 @@
 //! Command-line interface: one module per subcommand.
 
+mod check;
+mod schema;
+mod secrets;
+
 use clap::{CommandFactory, Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Build and run the MMS media-stack appliance on Proxmox VE.
+///
+/// Reads the site config (mms.yml), the age-encrypted secrets beside it and the
+/// services catalog; renders the appliance's cloud-init seed; and rebuilds the
+/// VM on Proxmox from scratch when the site changes.
 #[derive(Debug, Parser)]
-#[command(name = "mms-build", version, about, long_about = None)]
+#[command(name = "mms-build", version, about, long_about)]
 pub struct Cli {
+    /// The site config.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        default_value = "mms.yml",
+        value_name = "FILE"
+    )]
+    pub config: PathBuf,
+
+    /// age identity (native or SSH private key) that decrypts the secrets file
+    /// [default: $MMS_IDENTITY, then ~/.config/mms/identity.txt]
+    #[arg(long, short = 'i', global = true, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -14,6 +38,19 @@ pub struct Cli {
 /// The subcommands of `mms-build`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Validate the site config, the services catalog and the secrets.
+    ///
+    /// Exit status: 0 valid, 1 invalid, 2 usage error.
+    Check,
+    /// Manage the age-encrypted secrets file (secrets.age).
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCmd),
+    /// Print a JSON Schema for mms.yml or a services file, for editors.
+    Schema {
+        /// Which file the schema describes.
+        #[arg(value_enum, default_value = "site")]
+        kind: schema::Kind,
+    },
     /// Print shell completions for SHELL to stdout.
     Completions {
         /// The shell to complete for.
@@ -25,6 +62,9 @@ impl Cli {
     /// Runs the selected subcommand.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
+            Command::Check => check::run(&self.config, self.identity.as_deref()),
+            Command::Secrets(cmd) => cmd.run(&self.config, self.identity.as_deref()),
+            Command::Schema { kind } => schema::run(kind),
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,
@@ -45,5 +85,13 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_is_global() {
+        let cli = Cli::try_parse_from(["mms-build", "check", "--config", "x.yml"]).unwrap();
+        assert_eq!(cli.config, PathBuf::from("x.yml"));
+        let cli = Cli::try_parse_from(["mms-build", "-c", "y.yml", "check"]).unwrap();
+        assert_eq!(cli.config, PathBuf::from("y.yml"));
     }
 }
