@@ -17,13 +17,14 @@
 
 use super::cloud_config::{self, CloudConfig, User, UserEntry, WriteFile, YumRepo};
 use super::ini::IniError;
-use super::planned_api::{
-    Catalog, ContainerDef, EnvValue, HealthCheck, Setting, Site, VmNetwork, VmOs, VolumeSource,
-};
 use super::units::{
     self, Body, Container, Install, Mount, Network, Service, Timer, Unit, UnitFile, Volume,
 };
 use super::{ApplianceBins, Bundle, FileSpec, bundle};
+use crate::catalog::{
+    Catalog, ContainerDef, EnvValue, HealthCheck, ServiceDef, Setting, VolumeSource, WritesAs,
+};
+use crate::config::{Site, VmNetwork, VmOs};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Where the appliance programs are installed in the VM.
@@ -49,7 +50,9 @@ pub enum RenderError {
     #[error("services: {0:?} is not in the services catalog")]
     UnknownService(String),
     /// A container's `after` names a container that is not rendered.
-    #[error("service {service}: container {container} is ordered after {missing:?}, which is not an enabled container")]
+    #[error(
+        "service {service}: container {container} is ordered after {missing:?}, which is not an enabled container"
+    )]
     UnknownDependency {
         /// Service.
         service: String,
@@ -111,7 +114,7 @@ impl Ctx<'_> {
 
 /// The enabled services and their containers, in start order.
 struct Enabled<'a> {
-    services: Vec<(&'a super::planned_api::ServiceDef, Vec<&'a ContainerDef>)>,
+    services: Vec<(&'a ServiceDef, Vec<&'a ContainerDef>)>,
 }
 
 fn enabled<'a>(site: &Site, catalog: &'a Catalog) -> Result<Enabled<'a>, RenderError> {
@@ -145,14 +148,14 @@ fn enabled<'a>(site: &Site, catalog: &'a Catalog) -> Result<Enabled<'a>, RenderE
 }
 
 /// Containers of one service, dependencies (`after`) first, otherwise catalog order.
-fn start_order(def: &super::planned_api::ServiceDef) -> Result<Vec<&ContainerDef>, RenderError> {
+fn start_order(def: &ServiceDef) -> Result<Vec<&ContainerDef>, RenderError> {
     let mut done: Vec<&ContainerDef> = Vec::new();
     let mut left: Vec<&ContainerDef> = def.containers.iter().collect();
     while !left.is_empty() {
         let ready = left.iter().position(|c| {
-            c.after
-                .iter()
-                .all(|d| done.iter().any(|x| &x.name == d) || !def.containers.iter().any(|x| &x.name == d))
+            c.after.iter().all(|d| {
+                done.iter().any(|x| &x.name == d) || !def.containers.iter().any(|x| &x.name == d)
+            })
         });
         match ready {
             Some(i) => done.push(left.remove(i)),
@@ -177,14 +180,23 @@ fn unit_text(name: &str, unit: &UnitFile) -> Result<String, RenderError> {
     })
 }
 
-fn main_health<'a>(def: &'a super::planned_api::ServiceDef, c: &'a ContainerDef, first: bool) -> Option<&'a HealthCheck> {
-    c.health.as_ref().or(if first { Some(&def.health) } else { None })
+/// The container's `HealthCmd=`: the catalog's own command, or for the container that
+/// serves the service's port, an HTTP check derived from the service's health definition.
+fn health_for(def: &ServiceDef, c: &ContainerDef) -> Option<(String, u32, u32)> {
+    let timing = (def.health.interval_s.max(1), def.health.start_period_s);
+    match &c.health_cmd {
+        Some(cmd) => Some((cmd.clone(), timing.0, timing.1)),
+        None if c.ports.contains(&def.port) => {
+            Some((health_cmd(def.port, &def.health), timing.0, timing.1))
+        }
+        None => None,
+    }
 }
 
-/// podman's `--health-cmd` in its JSON exec form (no shell re-parses our values except the
-/// `CMD-SHELL` script, whose only interpolations are a URL and a quoted literal).
-pub fn health_cmd(h: &HealthCheck) -> String {
-    let url = format!("http://127.0.0.1:{}{}", h.port, h.path);
+/// An HTTP health command in podman's JSON exec form (`["CMD-SHELL", script]`); the script's
+/// only interpolations are a shell-quoted URL and literal.
+pub fn health_cmd(port: u16, h: &HealthCheck) -> String {
+    let url = format!("http://127.0.0.1:{port}{}", h.path);
     let script = match &h.expect_body {
         Some(body) => format!(
             "curl -fsS --max-time 10 {} | grep -qF -- {}",
@@ -205,53 +217,69 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// The in-container uid/gid the container's process writes files as, and whether podman
+/// must start it as root (linuxserver's s6 init runs as root and drops to `PUID`/`PGID`).
+fn writer_ids(ctx: &Ctx, c: &ContainerDef) -> (u32, u32) {
+    match &c.writes_as {
+        WritesAs::Lsio => (ctx.uid, ctx.gid),
+        WritesAs::Root => (0, 0),
+        WritesAs::User { uid, gid } => (*uid, *gid),
+    }
+}
+
 fn container_unit(
     ctx: &Ctx,
-    def: &super::planned_api::ServiceDef,
+    def: &ServiceDef,
     c: &ContainerDef,
-    health: Option<&HealthCheck>,
     named_volumes: &mut BTreeSet<String>,
 ) -> UnitFile {
     let site = ctx.site;
+    let (app_uid, app_gid) = writer_ids(ctx, c);
     let mut environment = BTreeMap::new();
-    let mut secret = Vec::new();
     for (k, v) in &c.environment {
-        match v {
-            EnvValue::Literal(s) => {
-                environment.insert(k.clone(), s.clone());
-            }
-            EnvValue::Setting(Setting::Timezone) => {
-                environment.insert(k.clone(), site.site.timezone.clone());
-            }
-            EnvValue::Setting(Setting::Uid) => {
-                environment.insert(k.clone(), ctx.uid.to_string());
-            }
-            EnvValue::Setting(Setting::Gid) => {
-                environment.insert(k.clone(), ctx.gid.to_string());
-            }
-            // Runtime secrets are podman secrets of the user, created by firstboot.
-            EnvValue::Secret(name) => secret.push(format!("{name},type=env,target={k}")),
-        }
+        let value = match v {
+            EnvValue::Literal(s) => s.clone(),
+            EnvValue::Setting { setting } => match setting {
+                Setting::Timezone => site.site.timezone.clone(),
+                Setting::AppUid => app_uid.to_string(),
+                Setting::AppGid => app_gid.to_string(),
+                Setting::Hostname => site.tailscale.hostname.clone(),
+            },
+        };
+        environment.insert(k.clone(), value);
     }
+    // Runtime secrets are podman secrets of the user, created by firstboot (DESIGN §6).
+    let secret = c
+        .secret_env
+        .iter()
+        .map(|s| format!("{},type=env,target={}", s.secret, s.env))
+        .collect();
     let mut volume = Vec::new();
     for v in &c.volumes {
-        let (src, label) = match &v.source {
+        let Some(source) = v.source() else { continue };
+        let (src, label) = match source {
+            // Private local config: private SELinux label.
             VolumeSource::Config(sub) => {
                 let base = ctx.config_dir(&def.name);
                 let src = if sub.is_empty() || sub == "." {
                     base
                 } else {
-                    format!("{base}/{sub}")
+                    format!("{base}/{}", sub.trim_end_matches('/'))
                 };
                 (src, Some("Z"))
             }
-            VolumeSource::Shared(path) => (path.clone(), Some("z")),
-            // NFS: never relabel (virt_use_nfs instead), never :U/:idmap (appliance.md §3).
-            VolumeSource::Data(path) => (path.clone(), None),
+            // NFS (or local /data): never relabel (virt_use_nfs instead), never :U/:idmap
+            // (appliance.md §3). A local /data is shared by several containers: `:z`.
+            VolumeSource::Data(path) => {
+                let on_nfs = site.nfs.mount_for(path).is_some();
+                (path.to_string(), (!on_nfs).then_some("z"))
+            }
             VolumeSource::Named(name) => {
-                named_volumes.insert(name.clone());
+                named_volumes.insert(name.to_string());
                 (format!("{name}.volume"), None)
             }
+            // Read-only host files such as /etc/localtime: system paths are never relabelled.
+            VolumeSource::Host(path) => (path.to_string(), None),
         };
         let mut opts = Vec::new();
         if v.read_only {
@@ -267,6 +295,27 @@ fn container_unit(
         });
     }
     let after: Vec<String> = c.after.iter().map(|d| format!("{d}.service")).collect();
+    let health = health_for(def, c);
+    // Ownership rule (DESIGN §4, appliance.md §3.1): the in-container uid/gid the process
+    // writes as is mapped onto the host user itself with `keep-id:uid=…,gid=…`, so every file
+    // a container writes — local config and NFS alike — is owned by the user on the host
+    // (NFS sees that uid; the server knows nothing of user namespaces). Other container ids,
+    // root included, map to subordinate ids without host privileges.
+    // - linuxserver (`lsio`): PUID/PGID = the site uid/gid, mapped 1:1; s6 init must start as
+    //   container root to create `abc` and drop to it, hence `User=0`/`Group=0` (keep-id
+    //   would otherwise start the process as the mapped uid: LSIO's unsupported non-root mode).
+    // - fixed users (postgres/valkey 999): keep-id on that uid; the process starts as it.
+    // - root images: podman's default rootless mapping already puts container root on the
+    //   host user, so no `UserNS=` is needed.
+    let (user_ns, user, group) = match &c.writes_as {
+        WritesAs::Lsio => (
+            Some(format!("keep-id:uid={app_uid},gid={app_gid}")),
+            Some("0".to_string()),
+            Some("0".to_string()),
+        ),
+        WritesAs::User { uid, gid } => (Some(format!("keep-id:uid={uid},gid={gid}")), None, None),
+        WritesAs::Root => (None, None, None),
+    };
     UnitFile {
         unit: Unit {
             description: Some(format!("{} ({})", def.description, c.name)),
@@ -290,26 +339,22 @@ fn container_unit(
                 publish_port: c
                     .ports
                     .iter()
-                    .map(|p| format!("127.0.0.1:{}:{}", p.host, p.container))
+                    .map(|p| format!("127.0.0.1:{p}:{p}"))
                     .collect(),
                 volume,
-                // Ownership rule (DESIGN §4): the in-container uid/gid the image's process
-                // writes as (`run_as`: PUID/PGID for linuxserver images, set to the site
-                // uid/gid; 999 for postgres/valkey; 0 for images that run as root) is mapped
-                // onto the host user itself, so every file a container writes — local config
-                // and NFS alike — is owned by uid:gid on the host. Container root (when it is
-                // not `run_as`) maps to a subordinate id and gets no host privileges.
-                user_ns: Some(format!("keep-id:uid={},gid={}", c.run_as, c.run_as)),
+                user_ns,
+                user,
+                group,
                 environment,
                 secret,
                 shm_size: c.shm_size.clone(),
-                health_cmd: health.map(health_cmd),
-                health_interval: health.map(|h| format!("{}s", h.interval_s.max(1))),
-                health_start_period: health.map(|h| format!("{}s", h.start_period_s)),
-                health_retries: health.map(|_| 3),
-                health_timeout: health.map(|_| "15s".to_string()),
+                health_cmd: health.as_ref().map(|h| h.0.clone()),
+                health_interval: health.as_ref().map(|h| format!("{}s", h.1)),
+                health_start_period: health.as_ref().map(|h| format!("{}s", h.2)),
+                health_retries: health.as_ref().map(|_| 3),
+                health_timeout: health.as_ref().map(|_| "15s".to_string()),
                 // READY only once healthy: start jobs (firstboot, auto-update rollback) wait.
-                notify: health.map(|_| "healthy".to_string()),
+                notify: health.as_ref().map(|_| "healthy".to_string()),
                 auto_update: c.auto_update.then(|| "registry".to_string()),
                 label: Vec::new(),
                 exec: None,
@@ -360,9 +405,7 @@ pub fn parts(site: &Site, catalog: &Catalog) -> Result<bundle::Parts, RenderErro
     rootfs.insert(name.clone(), spec(unit_text(&name, &net)?, 0o644));
     for (def, containers) in &enabled.services {
         for c in containers {
-            let is_main = def.containers.first().is_some_and(|f| f.name == c.name);
-            let health = main_health(def, c, is_main);
-            let unit = container_unit(&ctx, def, c, health, &mut named_volumes);
+            let unit = container_unit(&ctx, def, c, &mut named_volumes);
             let name = format!("{qdir}/{}.container", c.name);
             rootfs.insert(name.clone(), spec(unit_text(&name, &unit)?, 0o644));
         }
@@ -408,7 +451,10 @@ pub fn parts(site: &Site, catalog: &Catalog) -> Result<bundle::Parts, RenderErro
     }
     // The user manager (and so every container) starts after the NFS mounts on every boot.
     rootfs.insert(
-        format!("/etc/systemd/system/user@{}.service.d/mms-after-mounts.conf", ctx.uid),
+        format!(
+            "/etc/systemd/system/user@{}.service.d/mms-after-mounts.conf",
+            ctx.uid
+        ),
         spec(
             format!(
                 "# {}\n[Unit]\nWants=remote-fs.target\nAfter=remote-fs.target\n",
@@ -450,9 +496,7 @@ pub fn parts(site: &Site, catalog: &Catalog) -> Result<bundle::Parts, RenderErro
                 ethernets: [(
                     "lan".to_string(),
                     cloud_config::Ethernet {
-                        matches: cloud_config::MatchName {
-                            name: "e*".into(),
-                        },
+                        matches: cloud_config::MatchName { name: "e*".into() },
                         set_name: "lan0".into(),
                         dhcp4: false,
                         addresses: vec![format!("{address}/{prefix}")],
@@ -664,7 +708,12 @@ fn is_nested(point: &str, all: &[(String, String)]) -> bool {
 }
 
 fn sh(script: &str, args: &[&str]) -> Vec<String> {
-    let mut v = vec!["sh".to_string(), "-c".to_string(), script.to_string(), "mms".to_string()];
+    let mut v = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        script.to_string(),
+        "mms".to_string(),
+    ];
     v.extend(args.iter().map(|s| s.to_string()));
     v
 }
@@ -706,12 +755,15 @@ fn runcmd(ctx: &Ctx, enabled: &Enabled, mounts: &[(String, String)]) -> Vec<Vec<
         dirs.push(ctx.config_dir(&def.name));
         for c in containers {
             for v in &c.volumes {
-                match &v.source {
-                    VolumeSource::Config(sub) if !sub.is_empty() && sub != "." => {
-                        dirs.push(format!("{}/{sub}", ctx.config_dir(&def.name)));
-                    }
-                    VolumeSource::Shared(p) => dirs.push(p.clone()),
-                    _ => {}
+                if let Some(VolumeSource::Config(sub)) = v.source()
+                    && !sub.is_empty()
+                    && sub != "."
+                {
+                    dirs.push(format!(
+                        "{}/{}",
+                        ctx.config_dir(&def.name),
+                        sub.trim_end_matches('/')
+                    ));
                 }
             }
         }
@@ -720,7 +772,17 @@ fn runcmd(ctx: &Ctx, enabled: &Enabled, mounts: &[(String, String)]) -> Vec<Vec<
     let mut install = cmd(&["install", "-d", "-o", &uid, "-g", &gid, "-m", "0750"]);
     install.extend(dirs);
     r.push(install);
-    r.push(cmd(&["install", "-d", "-o", "root", "-g", "root", "-m", "0755", "/var/lib/mms"]));
+    r.push(cmd(&[
+        "install",
+        "-d",
+        "-o",
+        "root",
+        "-g",
+        "root",
+        "-m",
+        "0755",
+        "/var/lib/mms",
+    ]));
     // 3. SELinux: containers may use NFS (no relabelling of NFS paths).
     if ctx.selinux {
         r.push(cmd(&["setsebool", "-P", "virt_use_nfs", "1"]));
@@ -733,7 +795,9 @@ fn runcmd(ctx: &Ctx, enabled: &Enabled, mounts: &[(String, String)]) -> Vec<Vec<
     }
     for (unit, point) in mounts {
         if is_nested(point, mounts) {
-            r.push(cmd(&["runuser", "-u", ctx.user, "--", "mkdir", "-p", point]));
+            r.push(cmd(&[
+                "runuser", "-u", ctx.user, "--", "mkdir", "-p", point,
+            ]));
         } else {
             r.push(cmd(&["mkdir", "-p", point]));
         }
@@ -782,7 +846,12 @@ fn runcmd(ctx: &Ctx, enabled: &Enabled, mounts: &[(String, String)]) -> Vec<Vec<
         "mms-backup-config.timer",
         "mms-backup-photos.timer",
     ]));
-    r.push(cmd(&["systemctl", "start", "--no-block", "mms-firstboot.service"]));
+    r.push(cmd(&[
+        "systemctl",
+        "start",
+        "--no-block",
+        "mms-firstboot.service",
+    ]));
     r
 }
 
@@ -876,104 +945,5 @@ fn cloud_config(
         packages: packages(site.vm.os),
         write_files,
         runcmd: runcmd(ctx, enabled, mounts),
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::super::planned_api::*;
-    use super::*;
-
-    pub(crate) fn site() -> (Site, Catalog) {
-        let lsio = |name: &str, port: u16, data: &str| ContainerDef {
-            name: name.into(),
-            image: format!("lscr.io/linuxserver/{name}:latest"),
-            ports: vec![PortDef { host: port, container: port }],
-            volumes: vec![
-                VolumeDef { source: VolumeSource::Config(String::new()), target: "/config".into(), read_only: false },
-                VolumeDef { source: VolumeSource::Data(data.into()), target: data.into(), read_only: false },
-            ],
-            environment: [
-                ("PUID".to_string(), EnvValue::Setting(Setting::Uid)),
-                ("PGID".to_string(), EnvValue::Setting(Setting::Gid)),
-                ("TZ".to_string(), EnvValue::Setting(Setting::Timezone)),
-            ]
-            .into(),
-            health: None,
-            network_aliases: vec![],
-            after: vec![],
-            auto_update: true,
-            run_as: 1100,
-            shm_size: None,
-        };
-        let svc = |c: ContainerDef, path: &str, body: Option<&str>| ServiceDef {
-            name: c.name.clone(),
-            description: c.name.to_uppercase(),
-            health: HealthCheck {
-                path: path.into(),
-                port: c.ports[0].container,
-                expect_status: 200,
-                expect_body: body.map(Into::into),
-                start_period_s: 60,
-                interval_s: 30,
-            },
-            backup: BackupMethod::Archive { paths: vec![] },
-            containers: vec![c],
-        };
-        let mut pg = lsio("immich-postgres", 5432, "/data/photos");
-        pg.image = "ghcr.io/immich-app/postgres:14-vectorchord0.4.3".into();
-        pg.ports.clear();
-        pg.volumes = vec![VolumeDef { source: VolumeSource::Config("postgres".into()), target: "/var/lib/postgresql/data".into(), read_only: false }];
-        pg.environment = [("POSTGRES_PASSWORD".to_string(), EnvValue::Secret("immich_db_password".into()))].into();
-        pg.run_as = 999;
-        pg.auto_update = false;
-        pg.network_aliases = vec!["database".into()];
-        pg.shm_size = Some("128m".into());
-        let mut server = lsio("immich-server", 2283, "/data/photos");
-        server.image = "ghcr.io/immich-app/immich-server:v2".into();
-        server.volumes[1].target = "/data".into();
-        server.run_as = 0;
-        server.after = vec!["immich-postgres".into()];
-        server.environment.insert("DB_PASSWORD".into(), EnvValue::Secret("immich_db_password".into()));
-        let mut ml = lsio("immich-machine-learning", 3003, "/x");
-        ml.ports.clear();
-        ml.volumes = vec![VolumeDef { source: VolumeSource::Named("model-cache".into()), target: "/cache".into(), read_only: false }];
-        ml.run_as = 0;
-        let mut immich = svc(server, "/api/server/ping", Some("pong"));
-        immich.containers.push(ml);
-        immich.containers.push(pg);
-        let catalog = Catalog {
-            services: [
-                ("radarr".to_string(), svc(lsio("radarr", 7878, "/data"), "/ping", Some("OK"))),
-                ("jellyfin".to_string(), svc(lsio("jellyfin", 8096, "/data/media"), "/health", None)),
-                ("immich".to_string(), immich),
-            ]
-            .into(),
-        };
-        let site = Site {
-            path: "mms.yml".into(),
-            vm: VmConfig { name: "mms".into(), os: VmOs::Fedora, network: VmNetwork::Dhcp, ssh_authorized_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDummyKeyForTests me@laptop".into()] },
-            site: SiteConfig { timezone: "Europe/Berlin".into(), user: UserConfig { name: "mms".into(), uid: 1100, gid: 1100 }, lan_ssh: false },
-            nfs: NfsConfig { server: "192.168.1.10".into(), mounts: vec![
-                NfsMount { mount_point: "/data".into(), export: "/mnt/tank/data".into() },
-                NfsMount { mount_point: "/data/photos".into(), export: "/mnt/tank/photos".into() },
-            ] },
-            services: vec!["radarr".into(), "jellyfin".into(), "immich".into()],
-            tailscale: TailscaleConfig { hostname: "mms".into(), serve: vec![] },
-            backup: BackupConfig { recipients: vec![], target: "/data/backups".into(), schedule: BackupSchedule { config: "*-*-* 03:00:00".into(), photos: "Sun *-*-* 04:00:00".into() }, retention: Retention { daily: 7, weekly: 4, monthly: 6 } },
-            migrate: None,
-            images: BTreeMap::new(),
-        };
-        (site, catalog)
-    }
-
-    #[test]
-    fn renders_scratch_site() {
-        let (site, catalog) = site();
-        let b = render(&site, &catalog, &ApplianceBins::Omitted).unwrap();
-        if let Ok(dir) = std::env::var("MMS_SCRATCH_OUT") {
-            crate::write::write_bundle(std::path::Path::new(&dir), &b).unwrap();
-        }
-        assert!(b.files.contains_key("rootfs/etc/containers/systemd/users/1100/radarr.container"));
     }
 }

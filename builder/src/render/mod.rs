@@ -7,8 +7,7 @@ pub mod bundle;
 pub mod cloud_config;
 pub mod ini;
 pub mod iso;
-pub mod planned_api;
 pub mod units;
 
-pub use bundle::{ApplianceBins, Arch, Bundle, FileSpec};
 pub use appliance::{RenderError, render};
+pub use bundle::{ApplianceBins, Arch, Bundle, FileSpec};

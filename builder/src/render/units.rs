@@ -231,6 +231,10 @@ pub struct Container {
     pub volume: Vec<String>,
     /// `UserNS=`.
     pub user_ns: Option<String>,
+    /// `User=` (in-container uid the process starts as).
+    pub user: Option<String>,
+    /// `Group=`.
+    pub group: Option<String>,
     /// `Environment=` (one line per variable).
     pub environment: BTreeMap<String, String>,
     /// `Secret=`.
@@ -268,6 +272,8 @@ impl Container {
             publish_port,
             volume,
             user_ns,
+            user,
+            group,
             environment,
             secret,
             shm_size,
@@ -290,6 +296,8 @@ impl Container {
         s.all_text("PublishPort", publish_port, x);
         s.all_text("Volume", volume, x);
         s.opt_text("UserNS", user_ns, x);
+        s.opt_text("User", user, x);
+        s.opt_text("Group", group, x);
         for (k, v) in environment {
             s.entries
                 .push(("Environment", Value::Words(vec![format!("{k}={v}")]), x));
