@@ -38,6 +38,8 @@ pub const INSTALL_SCRIPT: &str = "/usr/local/lib/mms/install-appliance-bins";
 pub const FIRSTBOOT_CONFIG: &str = "/etc/mms/firstboot.yml";
 /// backupd's config file.
 pub const BACKUPD_CONFIG: &str = "/etc/mms/backupd.yml";
+/// The build descriptor: the VM shape and placement the bundle was rendered for.
+pub const BUILD_INFO: &str = "/etc/mms/build.json";
 /// Name of the podman network (and its Quadlet file `mms.network`).
 pub const NETWORK: &str = "mms";
 /// Timeout for image pulls + health (pitfall 6).
@@ -475,6 +477,10 @@ pub fn parts(site: &Site, catalog: &Catalog) -> Result<bundle::Parts, RenderErro
         rootfs.insert(path, spec(text, 0o644));
     }
 
+    // What this VM was built from (inspection, and so every build-relevant setting is part
+    // of the bundle hash: a change of cores or template means a new VM).
+    rootfs.insert(BUILD_INFO.into(), spec(build_info(site), 0o644));
+
     // Install script for the appliance binaries.
     rootfs.insert(INSTALL_SCRIPT.into(), spec(install_script(), 0o755));
 
@@ -523,6 +529,61 @@ pub fn parts(site: &Site, catalog: &Catalog) -> Result<bundle::Parts, RenderErro
         hostname: site.vm.name.clone(),
         rootfs,
     })
+}
+
+/// The settings that shape the VM but are not otherwise visible in the user-data. Connection
+/// details (endpoint, token id, TLS trust) are left out: they say how to reach Proxmox, not
+/// what to build.
+fn build_info(site: &Site) -> String {
+    use crate::config::TemplateRef;
+    let p = &site.proxmox;
+    let vm = &site.vm;
+    let network = match &vm.network {
+        VmNetwork::Dhcp => serde_json::json!("dhcp"),
+        VmNetwork::Static {
+            address,
+            prefix,
+            gateway,
+            dns,
+        } => serde_json::json!({
+            "address": format!("{address}/{prefix}"),
+            "gateway": gateway.to_string(),
+            "dns": dns.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }),
+    };
+    let migrate = site.migrate.as_ref().map(|m| {
+        serde_json::json!({
+            "host": m.from.host, "user": m.from.user, "port": m.from.port,
+            "proxmox_vmid": m.from.proxmox_vmid, "sources": m.sources, "path_map": m.path_map,
+        })
+    });
+    let info = serde_json::json!({
+        "proxmox": {
+            "node": p.node,
+            "template": match &p.template {
+                TemplateRef::Name(n) => serde_json::json!(n),
+                TemplateRef::Vmid(id) => serde_json::json!(id),
+            },
+            "storage": p.storage,
+            "iso_storage": p.iso_storage,
+            "bridge": p.bridge,
+            "pool": p.pool,
+        },
+        "vm": {
+            "name": vm.name,
+            "os": match vm.os { VmOs::Fedora => "fedora", VmOs::Debian => "debian" },
+            "cores": vm.cores,
+            "memory_mib": vm.memory_mib,
+            "disk_gib": vm.disk_gib,
+            "network": network,
+        },
+        "services": site.services,
+        "images": site.images,
+        "migrate": migrate,
+    });
+    let mut text = serde_json::to_string_pretty(&info).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 fn spec(text: String, mode: u32) -> FileSpec {
