@@ -3,6 +3,8 @@
 //! on the example site and generated variations; and each check shown to fail on a
 //! deliberately broken input.
 
+#![allow(clippy::unwrap_used)]
+
 mod render_common;
 
 use mms_builder::catalog::Catalog;

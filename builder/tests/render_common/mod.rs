@@ -6,7 +6,7 @@
 //! `scripts/setup-test-env.sh`): trixie's cloud-init, quadlet and firewall-offline-cmd
 //! unpacked under `$MMS_TRIXIE_TOOLS` (default `/opt/mms-tools/trixie`), plus isoinfo,
 //! xorriso, blkid and systemd-analyze from the host.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use mms_builder::catalog::Catalog;
 use mms_builder::config::{self, Site};
