@@ -633,6 +633,15 @@ fn system_units(site: &Site) -> Vec<(String, UnitFile)> {
             wanted_by: vec!["multi-user.target".into()],
         },
     };
+    let backupd = |args: &[&str]| {
+        let mut v = vec![
+            format!("{BIN_DIR}/mms-backupd"),
+            "--config".to_string(),
+            BACKUPD_CONFIG.to_string(),
+        ];
+        v.extend(args.iter().map(|a| a.to_string()));
+        v
+    };
     let backup = |what: &str, desc: &str, calendar: &str, nice: bool| {
         let service = UnitFile {
             unit: Unit {
@@ -646,13 +655,13 @@ fn system_units(site: &Site) -> Vec<(String, UnitFile)> {
             },
             body: Body::Service(Service {
                 kind: Some("oneshot".into()),
-                exec_start: vec![vec![
-                    format!("{BIN_DIR}/mms-backupd"),
-                    "--config".into(),
-                    BACKUPD_CONFIG.into(),
-                    "backup".into(),
-                    what.into(),
-                ]],
+                // Config: archive every service, then apply retention. Photos: the
+                // incremental copy of the library.
+                exec_start: if what == "config" {
+                    vec![backupd(&["backup", "--all"]), backupd(&["prune"])]
+                } else {
+                    vec![backupd(&["photos"])]
+                },
                 nice: nice.then_some(10),
                 io_scheduling_class: nice.then(|| "idle".to_string()),
                 ..Service::default()
@@ -848,6 +857,13 @@ fn runcmd(ctx: &Ctx, enabled: &Enabled, mounts: &[(String, String)]) -> Vec<Vec<
     if ctx.selinux {
         r.push(cmd(&["setsebool", "-P", "virt_use_nfs", "1"]));
     }
+    // /data itself on local disk (no NFS mount of /data): the user owns it, so the tree
+    // below can be created by the user whether or not parts of it are NFS mounts.
+    if !mounts.iter().any(|(_, p)| p == "/data") {
+        r.push(cmd(&[
+            "install", "-d", "-o", &uid, "-g", &gid, "-m", "0755", "/data",
+        ]));
+    }
     // 4. NFS: units were written in the init stage but are enabled only now, after the
     //    packages step installed the NFS client. Nested mount points are created on the
     //    parent export by the user (root may be squashed).
@@ -864,9 +880,21 @@ fn runcmd(ctx: &Ctx, enabled: &Enabled, mounts: &[(String, String)]) -> Vec<Vec<
         }
         r.push(cmd(&["systemctl", "enable", "--now", unit]));
     }
-    // 5. TRaSH tree, created by the user so NFS sees uid:gid.
+    // 5. TRaSH tree, every /data path a container mounts and the backup target, created
+    //    by the user so NFS sees uid:gid (podman refuses a bind mount of a missing path).
+    let mut data_dirs: BTreeSet<String> = TRASH_TREE.iter().map(|s| s.to_string()).collect();
+    for (_, containers) in &enabled.services {
+        for c in containers {
+            for v in &c.volumes {
+                if let Some(VolumeSource::Data(p)) = v.source() {
+                    data_dirs.insert(p.to_string());
+                }
+            }
+        }
+    }
+    data_dirs.insert(site.backup.target.clone());
     let mut trash = cmd(&["runuser", "-u", ctx.user, "--", "mkdir", "-p"]);
-    trash.extend(TRASH_TREE.iter().map(|s| s.to_string()));
+    trash.extend(data_dirs);
     r.push(trash);
     // 6. Firewall with the zone files written above.
     r.push(cmd(&["systemctl", "enable", "firewalld.service"]));
