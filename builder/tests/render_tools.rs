@@ -102,6 +102,8 @@ fn check_bundle(name: &str, site: &Site, bundle: &Bundle, dir: &Path) {
             );
         }
     }
+    check_generated_user_units(&qdir)
+        .unwrap_or_else(|e| fail(name, "systemd-analyze --user verify (generated)", e));
     let units = files_with(
         &dir.join("rootfs/etc/systemd/system"),
         &["service", "timer", "mount"],
@@ -202,6 +204,13 @@ fn broken_quadlet_units_fail_the_generator_check() {
         std::fs::write(copy.path().join("radarr.container"), bad).unwrap();
         assert!(check_quadlet(copy.path()).is_err(), "{what}: passed");
     }
+    // Passes the generator, but the generated service is wrong for systemd.
+    let copy = tempfile::tempdir().unwrap();
+    let bad = radarr.replace("TimeoutStartSec=900", "TimeoutStartSec=soon");
+    std::fs::write(copy.path().join("radarr.container"), bad).unwrap();
+    std::fs::copy(qdir.join("mms.network"), copy.path().join("mms.network")).unwrap();
+    assert!(check_quadlet(copy.path()).is_ok());
+    assert!(check_generated_user_units(copy.path()).is_err());
 }
 
 #[test]

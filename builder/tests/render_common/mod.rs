@@ -291,3 +291,58 @@ pub fn files_with(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Runs the Quadlet generator for real (`quadlet -user OUTDIR`, what systemd runs at
+/// user-manager start) and checks the generated services with `systemd-analyze --user verify`.
+/// `/usr/bin/podman` does not exist on this host, so it is pointed at an executable stand-in
+/// in the temp dir — the only change to the generated text.
+pub fn check_generated_user_units(quadlet_dir: &Path) -> Result<(), String> {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("user");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = run(Command::new(trixie().join("bin/quadlet"))
+        .env("QUADLET_UNIT_DIRS", quadlet_dir)
+        .args(["-user", "-no-kmsg-log"])
+        .arg(&out));
+    if !o.status.success() {
+        return Err(text(&o));
+    }
+    let podman = t.path().join("podman");
+    std::fs::write(&podman, "#!/bin/sh\nexit 0\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&podman, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(&out).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "service") {
+            let s = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(&p, s.replace("/usr/bin/podman", podman.to_str().unwrap())).unwrap();
+            names.push(format!("./{}", p.file_name().unwrap().to_string_lossy()));
+        }
+    }
+    names.sort();
+    if names.is_empty() {
+        return Err("quadlet generated no services".into());
+    }
+    let runtime = t.path().join("xdg");
+    std::fs::create_dir_all(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let o = run(Command::new("systemd-analyze")
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .args(["--user", "verify", "--man=no"])
+        .args(&names)
+        .current_dir(&out));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let bad = [
+        "Unknown",
+        "ignoring",
+        "Failed",
+        "bad unit",
+        "not executable",
+    ];
+    if o.status.success() && !bad.iter().any(|b| err.contains(b)) {
+        Ok(())
+    } else {
+        Err(text(&o))
+    }
+}
