@@ -69,6 +69,9 @@ pub enum RenderError {
     /// `tailscale.serve` names a service that is not enabled or publishes no port.
     #[error("tailscale.serve: service {0:?} is not enabled or publishes no port")]
     ServeTarget(String),
+    /// `depends_on` of the enabled services forms a cycle.
+    #[error("service {0:?}: depends_on forms a cycle among the enabled services")]
+    ServiceCycle(String),
     /// A value cannot be written into a unit file.
     #[error("{file}: {source}")]
     Unit {
@@ -146,7 +149,19 @@ fn enabled<'a>(site: &Site, catalog: &'a Catalog) -> Result<Enabled<'a>, RenderE
             }
         }
     }
-    Ok(Enabled { services })
+    // Start order across services: `depends_on` first, otherwise as listed in `services:`.
+    let mut ordered: Vec<(&ServiceDef, Vec<&ContainerDef>)> = Vec::new();
+    while !services.is_empty() {
+        let ready = services.iter().position(|(def, _)| {
+            def.depends_on.iter().all(|d| {
+                ordered.iter().any(|(o, _)| &o.name == d)
+                    || !services.iter().any(|(x, _)| &x.name == d)
+            })
+        });
+        let i = ready.ok_or_else(|| RenderError::ServiceCycle(services[0].0.name.clone()))?;
+        ordered.push(services.remove(i));
+    }
+    Ok(Enabled { services: ordered })
 }
 
 /// Containers of one service, dependencies (`after`) first, otherwise catalog order.
@@ -1034,5 +1049,122 @@ fn cloud_config(
         packages: packages(site.vm.os),
         write_files,
         runcmd: runcmd(ctx, enabled, mounts),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> (Site, Catalog) {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/homelab/mms.yml");
+        let loaded = crate::config::load(&path).unwrap();
+        (loaded.site, loaded.catalog)
+    }
+
+    fn unit<'a>(b: &'a Bundle, name: &str) -> &'a str {
+        std::str::from_utf8(
+            &b.files[&format!("rootfs/etc/containers/systemd/users/1100/{name}")].contents,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn unknown_service_is_named() {
+        let (mut site, catalog) = example();
+        site.services.push("plex".into());
+        let err = render(&site, &catalog, &ApplianceBins::Omitted).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "services: \"plex\" is not in the services catalog"
+        );
+    }
+
+    #[test]
+    fn user_namespace_per_writer_kind() {
+        let (site, catalog) = example();
+        let b = render(&site, &catalog, &ApplianceBins::Omitted).unwrap();
+        let radarr = unit(&b, "radarr.container");
+        assert!(radarr.contains("UserNS=keep-id:uid=1100,gid=1100\nUser=0\nGroup=0\n"));
+        assert!(radarr.contains("Environment=\"PUID=1100\""));
+        assert!(radarr.contains("Volume=/home/mms/config/radarr:/config:Z\n"));
+        assert!(
+            radarr.contains("Volume=/data:/data\n"),
+            "NFS: no SELinux label"
+        );
+        let pg = unit(&b, "immich-postgres.container");
+        assert!(pg.contains("UserNS=keep-id:uid=999,gid=999\n") && !pg.contains("User="));
+        assert!(pg.contains("Secret=immich_db_password,type=env,target=POSTGRES_PASSWORD"));
+        assert!(!pg.contains("AutoUpdate="));
+        let server = unit(&b, "immich-server.container");
+        assert!(
+            !server.contains("UserNS="),
+            "root images use the default rootless mapping"
+        );
+        assert!(server.contains("Volume=/etc/localtime:/etc/localtime:ro\n"));
+        for name in [
+            "radarr.container",
+            "immich-server.container",
+            "jellyfin.container",
+        ] {
+            let u = unit(&b, name);
+            for line in [
+                "Notify=healthy",
+                "Restart=on-failure",
+                "TimeoutStartSec=900",
+                "WantedBy=default.target",
+                "ConditionPathExists=/var/lib/mms/services-enabled",
+                "Network=mms.network",
+            ] {
+                assert!(u.contains(line), "{name}: {line}");
+            }
+            assert!(
+                u.contains("PublishPort=127.0.0.1:"),
+                "{name}: loopback only"
+            );
+        }
+    }
+
+    #[test]
+    fn debian_has_no_selinux_options_and_no_tailscale_package() {
+        let (mut site, catalog) = example();
+        site.vm.os = VmOs::Debian;
+        let b = render(&site, &catalog, &ApplianceBins::Omitted).unwrap();
+        assert!(!unit(&b, "radarr.container").contains(":Z"));
+        let ud = String::from_utf8_lossy(&b.files["user-data"].contents).into_owned();
+        assert!(ud.contains("- nfs-common") && !ud.contains("nfs-utils"));
+        assert!(!ud.contains("tailscale-stable") && !ud.contains("- tailscale\n"));
+        assert!(!ud.contains("virt_use_nfs"));
+    }
+
+    #[test]
+    fn shell_quoting_and_health_command() {
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+        let h = HealthCheck {
+            path: "/ping".into(),
+            expect_status: 204,
+            expect_body: None,
+            start_period_s: 1,
+            interval_s: 1,
+        };
+        let cmd: Vec<String> = serde_json::from_str(&health_cmd(7878, &h)).unwrap();
+        assert_eq!(cmd[0], "CMD-SHELL");
+        assert!(cmd[1].contains("'http://127.0.0.1:7878/ping'") && cmd[1].ends_with("= 204"));
+    }
+
+    #[test]
+    fn lan_ssh_opens_ssh_in_the_drop_zone_only_when_asked() {
+        let (mut site, catalog) = example();
+        let drop = |b: &Bundle| {
+            String::from_utf8_lossy(&b.files["rootfs/etc/firewalld/zones/drop.xml"].contents)
+                .into_owned()
+        };
+        site.site.lan_ssh = false;
+        let b = render(&site, &catalog, &ApplianceBins::Omitted).unwrap();
+        assert!(!drop(&b).contains("ssh"));
+        site.site.lan_ssh = true;
+        let b = render(&site, &catalog, &ApplianceBins::Omitted).unwrap();
+        assert!(drop(&b).contains("<service name=\"ssh\"/>"));
     }
 }
