@@ -193,6 +193,24 @@ fn mutations() -> Vec<Mutation> {
         ("backup.target", |s| {
             s.backup.target = "/data/backups/mms".into()
         }),
+        ("backup.recipients", |s| s.backup.recipients.clear()),
+        ("backup.retention", |s| s.backup.retention.daily += 1),
+        ("tailscale.hostname", |s| {
+            s.tailscale.hostname = "media".into()
+        }),
+        ("tailscale.serve", |s| s.tailscale.serve[0].port = 8443),
+        ("migrate", |s| {
+            s.migrate = Some(mms_builder::config::MigrateConfig {
+                from: mms_builder::config::MigrateFrom {
+                    host: "old-lxc.lan".into(),
+                    user: "root".into(),
+                    port: 22,
+                    proxmox_vmid: Some(105),
+                },
+                sources: BTreeMap::new(),
+                path_map: BTreeMap::new(),
+            })
+        }),
     ]
 }
 
@@ -212,6 +230,17 @@ fn every_config_change_changes_hash_and_instance_id() {
         let meta = String::from_utf8_lossy(&b.files["meta-data"].contents).into_owned();
         assert!(meta.contains(&b.instance_id), "{what}: {meta}");
     }
+    // A rebuild differs from a first build.
+    let rebuild = render::render_for(
+        &site,
+        &catalog,
+        &fake_bins(),
+        &render::Deployment {
+            previous_vm: Some("mms".into()),
+        },
+    )
+    .unwrap();
+    assert_ne!(rebuild.hash, base.hash);
     // The appliance binaries are part of the bundle too.
     let other = render::render(&site, &catalog, &render::ApplianceBins::Omitted).unwrap();
     assert_ne!(other.hash, base.hash);

@@ -16,6 +16,7 @@
 //!   non-blocking start of `mms-firstboot.service`.
 
 use super::cloud_config::{self, CloudConfig, User, UserEntry, WriteFile, YumRepo};
+use super::configs::{self, Deployment};
 use super::ini::IniError;
 use super::units::{
     self, Body, Container, Install, Mount, Network, Service, Timer, Unit, UnitFile, Volume,
@@ -69,6 +70,14 @@ pub enum RenderError {
     /// `tailscale.serve` names a service that is not enabled or publishes no port.
     #[error("tailscale.serve: service {0:?} is not enabled or publishes no port")]
     ServeTarget(String),
+    /// A generated program config fails that program's own validation.
+    #[error("{file} would be refused by its program: {}", problems.join("; "))]
+    Invalid {
+        /// The config file in the VM.
+        file: String,
+        /// Each problem.
+        problems: Vec<String>,
+    },
     /// `depends_on` of the enabled services forms a cycle.
     #[error("service {0:?}: depends_on forms a cycle among the enabled services")]
     ServiceCycle(String),
@@ -93,9 +102,19 @@ pub enum RenderError {
     Bundle(#[from] bundle::BundleError),
 }
 
-/// Renders the appliance for `site`: a pure function of its arguments.
+/// Renders the appliance for a first build of `site`: a pure function of its arguments.
 pub fn render(site: &Site, catalog: &Catalog, bins: &ApplianceBins) -> Result<Bundle, RenderError> {
-    let parts = parts(site, catalog)?;
+    render_for(site, catalog, bins, &Deployment::default())
+}
+
+/// Renders the appliance for `site` as `deployment` (first build or rebuild).
+pub fn render_for(
+    site: &Site,
+    catalog: &Catalog,
+    bins: &ApplianceBins,
+    deployment: &Deployment,
+) -> Result<Bundle, RenderError> {
+    let parts = parts(site, catalog, deployment)?;
     Ok(bundle::assemble(parts, bins)?)
 }
 
@@ -391,7 +410,11 @@ fn container_unit(
 }
 
 /// Everything the user-data writes and the user-data itself.
-pub fn parts(site: &Site, catalog: &Catalog) -> Result<bundle::Parts, RenderError> {
+pub fn parts(
+    site: &Site,
+    catalog: &Catalog,
+    deployment: &Deployment,
+) -> Result<bundle::Parts, RenderError> {
     let u = &site.site.user;
     let ctx = Ctx {
         site,
@@ -495,6 +518,43 @@ pub fn parts(site: &Site, catalog: &Catalog) -> Result<bundle::Parts, RenderErro
     // What this VM was built from (inspection, and so every build-relevant setting is part
     // of the bundle hash: a change of cores or template means a new VM).
     rootfs.insert(BUILD_INFO.into(), spec(build_info(site), 0o644));
+
+    // The two programs' config files (root only: they name secret files and hosts).
+    let fb_services: Vec<(&ServiceDef, Vec<String>)> = enabled
+        .services
+        .iter()
+        .map(|(def, cs)| {
+            (
+                *def,
+                cs.iter().map(|c| format!("{}.service", c.name)).collect(),
+            )
+        })
+        .collect();
+    let fb = configs::firstboot(site, &fb_services, &ctx.home, deployment);
+    let problems = fb.validate();
+    if !problems.is_empty() {
+        return Err(RenderError::Invalid {
+            file: FIRSTBOOT_CONFIG.into(),
+            problems,
+        });
+    }
+    let text = fb.to_yaml().map_err(|e| RenderError::Yaml {
+        what: FIRSTBOOT_CONFIG.into(),
+        message: e.to_string(),
+    })?;
+    rootfs.insert(FIRSTBOOT_CONFIG.into(), spec(text, 0o600));
+    let defs: Vec<&ServiceDef> = enabled.services.iter().map(|(d, _)| *d).collect();
+    let bd = configs::backupd(site, &defs, &ctx.home);
+    bd.validate(std::path::Path::new(BACKUPD_CONFIG))
+        .map_err(|e| RenderError::Invalid {
+            file: BACKUPD_CONFIG.into(),
+            problems: vec![e.to_string()],
+        })?;
+    let text = bd.to_yaml().map_err(|e| RenderError::Yaml {
+        what: BACKUPD_CONFIG.into(),
+        message: e.to_string(),
+    })?;
+    rootfs.insert(BACKUPD_CONFIG.into(), spec(text, 0o600));
 
     // Install script for the appliance binaries.
     rootfs.insert(INSTALL_SCRIPT.into(), spec(install_script(), 0o755));

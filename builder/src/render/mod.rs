@@ -5,9 +5,11 @@
 pub mod appliance;
 pub mod bundle;
 pub mod cloud_config;
+pub mod configs;
 pub mod ini;
 pub mod iso;
 pub mod units;
 
-pub use appliance::{RenderError, render};
+pub use appliance::{RenderError, render, render_for};
 pub use bundle::{ApplianceBins, Arch, Bundle, FileSpec};
+pub use configs::Deployment;
