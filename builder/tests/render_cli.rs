@@ -46,6 +46,17 @@ fn s(p: &Path) -> &str {
 fn renders_the_example_into_the_design_layout() {
     let bins = bins_dir(Some(elf(62)), Some(elf(62)));
     let out = tempfile::tempdir().unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let o = mms_build(&[
+        "render",
+        "--out",
+        s(fresh.path()),
+        "--no-appliance-bin",
+        "--fresh",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let fb = std::fs::read_to_string(fresh.path().join("rootfs/etc/mms/firstboot.yml")).unwrap();
+    assert!(fb.contains("state: fresh"), "{fb}");
     let o = mms_build(&[
         "render",
         "--out",
@@ -88,6 +99,17 @@ fn renders_the_example_into_the_design_layout() {
 fn missing_appliance_binary_is_a_clear_error() {
     let bins = bins_dir(Some(elf(62)), None);
     let out = tempfile::tempdir().unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let o = mms_build(&[
+        "render",
+        "--out",
+        s(fresh.path()),
+        "--no-appliance-bin",
+        "--fresh",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let fb = std::fs::read_to_string(fresh.path().join("rootfs/etc/mms/firstboot.yml")).unwrap();
+    assert!(fb.contains("state: fresh"), "{fb}");
     let o = mms_build(&[
         "render",
         "--out",
@@ -108,6 +130,17 @@ fn missing_appliance_binary_is_a_clear_error() {
 fn wrong_architecture_is_a_clear_error() {
     let bins = bins_dir(Some(elf(183)), Some(elf(62)));
     let out = tempfile::tempdir().unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let o = mms_build(&[
+        "render",
+        "--out",
+        s(fresh.path()),
+        "--no-appliance-bin",
+        "--fresh",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let fb = std::fs::read_to_string(fresh.path().join("rootfs/etc/mms/firstboot.yml")).unwrap();
+    assert!(fb.contains("state: fresh"), "{fb}");
     let o = mms_build(&[
         "render",
         "--out",
@@ -122,6 +155,17 @@ fn wrong_architecture_is_a_clear_error() {
         "{err}"
     );
     let bins = bins_dir(Some(b"#!/bin/sh\n".to_vec()), Some(elf(62)));
+    let fresh = tempfile::tempdir().unwrap();
+    let o = mms_build(&[
+        "render",
+        "--out",
+        s(fresh.path()),
+        "--no-appliance-bin",
+        "--fresh",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let fb = std::fs::read_to_string(fresh.path().join("rootfs/etc/mms/firstboot.yml")).unwrap();
+    assert!(fb.contains("state: fresh"), "{fb}");
     let o = mms_build(&[
         "render",
         "--out",
@@ -138,6 +182,17 @@ fn preview_without_binaries_and_flag_conflict() {
     let o = mms_build(&["render", "--out", s(out.path()), "--no-appliance-bin"]);
     assert!(o.status.success(), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot finish first boot"));
+    let fresh = tempfile::tempdir().unwrap();
+    let o = mms_build(&[
+        "render",
+        "--out",
+        s(fresh.path()),
+        "--no-appliance-bin",
+        "--fresh",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let fb = std::fs::read_to_string(fresh.path().join("rootfs/etc/mms/firstboot.yml")).unwrap();
+    assert!(fb.contains("state: fresh"), "{fb}");
     let o = mms_build(&[
         "render",
         "--out",

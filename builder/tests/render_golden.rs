@@ -237,6 +237,7 @@ fn every_config_change_changes_hash_and_instance_id() {
         &fake_bins(),
         &render::Deployment {
             previous_vm: Some("mms".into()),
+            fresh: false,
         },
     )
     .unwrap();

@@ -21,6 +21,10 @@ pub struct RenderArgs {
     /// Render without the appliance programs (a preview: the VM cannot finish first boot).
     #[arg(long)]
     pub no_appliance_bin: bool,
+    /// First boot starts with empty service state: no migration and no backup restore
+    /// (a brand-new site, or a test VM without a backup target).
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 /// The two programs the seed ISO carries.
@@ -87,7 +91,11 @@ pub fn run(config_path: &Path, args: &RenderArgs) -> Result<ExitCode> {
         // Proxmox VE VMs of this project are x86-64 (the template images are x86_64).
         load_appliance_bins(&dir, Arch::X86_64)?
     };
-    let bundle = render::render(&loaded.site, &loaded.catalog, &bins)
+    let deployment = render::Deployment {
+        previous_vm: None,
+        fresh: args.fresh,
+    };
+    let bundle = render::render_for(&loaded.site, &loaded.catalog, &bins, &deployment)
         .with_context(|| format!("rendering {}", config_path.display()))?;
     write::write_bundle(&args.out, &bundle)
         .with_context(|| format!("writing the bundle into {}", args.out.display()))?;

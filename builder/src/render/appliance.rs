@@ -688,8 +688,9 @@ fn system_units(site: &Site) -> Vec<(String, UnitFile)> {
                 "multi-user.target".into(),
                 "network-online.target".into(),
                 "remote-fs.target".into(),
+                "tailscaled.service".into(),
             ],
-            wants: vec!["network-online.target".into()],
+            wants: vec!["network-online.target".into(), "tailscaled.service".into()],
             ..Unit::default()
         },
         body: Body::Service(Service {

@@ -21,6 +21,9 @@ pub struct Deployment {
     /// `<hostname>-next`. `None`: a first build (migrate from `migrate.from`, else restore the
     /// newest backup).
     pub previous_vm: Option<String>,
+    /// A first build that starts with empty state even without `migrate:` (no backup
+    /// restore): brand-new sites, and test VMs that have no backup target.
+    pub fresh: bool,
 }
 
 /// Secret file names the builder delivers into `/etc/mms/secrets/` (besides the runtime
@@ -103,6 +106,7 @@ pub fn firstboot(
             port: m.from.port,
             ssh_key_secret: secret_files::MIGRATE_SSH_KEY.into(),
         }),
+        (None, None) if deployment.fresh => fb::StateSource::Fresh,
         (None, None) => fb::StateSource::Restore(fb::Restore {
             identity_secret: (!site.backup.recipients.is_empty())
                 .then(|| secret_files::BACKUP_IDENTITY.to_string()),
@@ -331,6 +335,16 @@ mod tests {
     }
 
     #[test]
+    fn fresh_first_build() {
+        let fresh = Deployment {
+            previous_vm: None,
+            fresh: true,
+        };
+        let (f, _) = load(&fresh, false);
+        assert_eq!(f.state, fb::StateSource::Fresh);
+    }
+
+    #[test]
     fn migration_and_rebuild_states() {
         let (f, _) = load(&Deployment::default(), true);
         let fb::StateSource::Migrate(m) = &f.state else {
@@ -346,6 +360,7 @@ mod tests {
         assert_eq!(mig.rewrites[0].to, "/data/media/movies");
         let prev = Deployment {
             previous_vm: Some("mms".into()),
+            fresh: false,
         };
         let (f, _) = load(&prev, true);
         let fb::StateSource::Migrate(m) = &f.state else {
