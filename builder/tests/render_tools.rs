@@ -380,3 +380,84 @@ fn hostile_values_survive_the_real_quadlet_generator() {
         "hostile 100% \"test\" $HOME"
     );
 }
+
+/// The rendered install script, run for real (sh, sha256sum, grep, install) against the
+/// files of the seed ISO as isoinfo extracts them; only `blkid`/`mount`/`umount` are
+/// stand-ins (no iso9660 module or loop device on a CI host) that "mount" the extracted tree.
+#[test]
+fn install_script_installs_only_verified_binaries() {
+    let (site, catalog) = example();
+    let run_script = |bundle: &Bundle, tamper: bool| {
+        let t = tempfile::tempdir().unwrap();
+        let iso_tree = t.path().join("iso");
+        std::fs::create_dir_all(iso_tree.join("mms")).unwrap();
+        let iso = t.path().join("seed.iso");
+        std::fs::write(&iso, bundle.iso()).unwrap();
+        for name in ["mms-firstboot", "mms-backupd", "SHA256SUMS"] {
+            let o = run(std::process::Command::new("isoinfo")
+                .args(["-J", "-i"])
+                .arg(&iso)
+                .args(["-x", &format!("/mms/{name}")]));
+            if !o.stdout.is_empty() || name == "SHA256SUMS" {
+                std::fs::write(iso_tree.join("mms").join(name), &o.stdout).unwrap();
+            }
+        }
+        if tamper {
+            std::fs::write(iso_tree.join("mms/mms-backupd"), b"\x7fELF evil").unwrap();
+        }
+        let stubs = t.path().join("stubs");
+        std::fs::create_dir_all(&stubs).unwrap();
+        let stub = |name: &str, body: String| {
+            let p = stubs.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        stub("blkid", "echo /dev/sr0".into());
+        stub("mount", format!("cp -r {}/. \"$4\"", iso_tree.display()));
+        stub("umount", "find \"$1\" -mindepth 1 -delete".into());
+        let script = t.path().join("install");
+        std::fs::write(
+            &script,
+            &bundle.files["rootfs/usr/local/lib/mms/install-appliance-bins"].contents,
+        )
+        .unwrap();
+        let bin = t.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let path = format!("{}:{}", stubs.display(), std::env::var("PATH").unwrap());
+        let o = run(std::process::Command::new("sh")
+            .arg(&script)
+            .env("PATH", path)
+            .env("MMS_BIN_DIR", &bin));
+        let installed: Vec<(String, Vec<u8>)> = ["mms-firstboot", "mms-backupd"]
+            .iter()
+            .filter_map(|n| std::fs::read(bin.join(n)).ok().map(|b| (n.to_string(), b)))
+            .collect();
+        (o, installed, t)
+    };
+    let good = mms_builder::render::render(&site, &catalog, &fake_bins()).unwrap();
+    let (o, installed, _t) = run_script(&good, false);
+    assert!(o.status.success(), "{o:?}");
+    let ApplianceBins::Included { firstboot, backupd } = fake_bins() else {
+        unreachable!()
+    };
+    assert_eq!(
+        installed,
+        vec![
+            ("mms-firstboot".to_string(), firstboot),
+            ("mms-backupd".to_string(), backupd)
+        ]
+    );
+    let (o, installed, _t) = run_script(&good, true);
+    assert!(
+        !o.status.success() && installed.is_empty(),
+        "tampered binary installed: {o:?}"
+    );
+    let preview = mms_builder::render::render(&site, &catalog, &ApplianceBins::Omitted).unwrap();
+    let (o, installed, _t) = run_script(&preview, false);
+    assert!(!o.status.success() && installed.is_empty());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--no-appliance-bin"),
+        "{o:?}"
+    );
+}

@@ -824,7 +824,7 @@ dev=$(blkid -t LABEL=cidata -o device 2>/dev/null | head -n 1 || true)
 [ -n "$dev" ] || {{ echo "mms: seed ISO (label cidata) not found" >&2; exit 1; }}
 mnt=$(mktemp -d)
 work=$(mktemp -d)
-cleanup() {{ umount "$mnt" 2>/dev/null || true; rmdir "$mnt"; rm -rf "$work"; }}
+cleanup() {{ umount "$mnt" 2>/dev/null || true; rmdir "$mnt" 2>/dev/null || true; rm -rf "$work"; }}
 trap cleanup EXIT
 mount -o ro "$dev" "$mnt"
 for f in SHA256SUMS mms-firstboot mms-backupd; do
@@ -836,10 +836,11 @@ for f in mms-firstboot mms-backupd; do
   grep -q "  $f\$" SHA256SUMS || {{ echo "mms: $f is not listed in SHA256SUMS" >&2; exit 1; }}
 done
 sha256sum --strict -c SHA256SUMS
+bin=${{MMS_BIN_DIR:-{bin}}}
 for f in mms-firstboot mms-backupd; do
-  install -m 0755 -o root -g root "$f" "{bin}/$f"
+  install -m 0755 -o root -g root "$f" "$bin/$f"
 done
-echo "mms: installed mms-firstboot and mms-backupd into {bin}"
+echo "mms: installed mms-firstboot and mms-backupd into $bin"
 "#,
         header = units::HEADER,
         bin = BIN_DIR
