@@ -577,8 +577,8 @@ pub fn parts(
                 ethernets: [(
                     "lan".to_string(),
                     cloud_config::Ethernet {
+                        // The VM's one NIC, whatever the image names it (eth0, ens18, …).
                         matches: cloud_config::MatchName { name: "e*".into() },
-                        set_name: "lan0".into(),
                         dhcp4: false,
                         addresses: vec![format!("{address}/{prefix}")],
                         routes: vec![cloud_config::Route {
@@ -977,6 +977,8 @@ fn runcmd(ctx: &Ctx, enabled: &Enabled, mounts: &[(String, String)]) -> Vec<Vec<
     r.push(cmd(&["systemctl", "enable", "firewalld.service"]));
     r.push(cmd(&["systemctl", "restart", "firewalld.service"]));
     // 7. Guest agent: udev starts it on later boots; it was installed after udev ran now.
+    // (`enable` only warns for the udev-activated static unit some distributions ship.)
+    r.push(cmd(&["systemctl", "enable", "qemu-guest-agent.service"]));
     r.push(cmd(&["systemctl", "start", "qemu-guest-agent.service"]));
     if site.vm.os == VmOs::Fedora {
         r.push(cmd(&["systemctl", "enable", "--now", "tailscaled.service"]));

@@ -150,9 +150,6 @@ pub struct Ethernet {
     /// Which NIC (by name glob).
     #[serde(rename = "match")]
     pub matches: MatchName,
-    /// Renames the NIC.
-    #[serde(rename = "set-name")]
-    pub set_name: String,
     /// `false`: static.
     pub dhcp4: bool,
     /// `addr/prefix`.
