@@ -49,7 +49,7 @@ pub enum Command {
     /// Render the appliance (cloud-init user-data, units, seed ISO) into a directory, offline.
     ///
     /// Writes user-data, meta-data, network-config (static address only), seed.iso,
-    /// rootfs/<path in the VM> and plan.json; prints the bundle's location and hash.
+    /// rootfs/PATH-IN-THE-VM and plan.json; prints the bundle's location and hash.
     Render(render::RenderArgs),
     /// Print a JSON Schema for mms.yml or a services file, for editors.
     Schema {

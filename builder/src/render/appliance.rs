@@ -10,7 +10,7 @@
 //!   every root-owned file below (units, zones, configs, scripts), `users` creates the service
 //!   account (not a system user, uid in 1000–60000, so it gets subordinate ids).
 //! - config: timezone, (Fedora) the Tailscale dnf repository.
-//! - final: packages, then `runcmd` (see [`runcmd`]): subids, directories, SELinux boolean,
+//! - final: packages, then `runcmd`: subids, directories, SELinux boolean,
 //!   NFS mounts (enabled only now, after `nfs-utils`/`nfs-common` is installed), TRaSH tree,
 //!   firewalld, guest agent, appliance binaries from the seed ISO, linger, timers, and a
 //!   non-blocking start of `mms-firstboot.service`.
