@@ -306,6 +306,9 @@ fn broken_iso_fails_the_iso_check() {
 /// Hostile values go through the serializer, the real Quadlet generator parses them and
 /// writes the podman command line; systemd's word splitting of that line gives back exactly
 /// the input (so nothing broke out of its line, and `%`/`$` were not expanded).
+const HEALTH: &str = r#"curl -fsS 'http://127.0.0.1:80/a b' | grep -q "100% $HOME\n" || exit 1"#;
+const VOLUME: &str = "/data/with space/100%/$x:/in container";
+
 #[test]
 fn hostile_values_survive_the_real_quadlet_generator() {
     let hostile = [
@@ -333,6 +336,8 @@ fn hostile_values_survive_the_real_quadlet_generator() {
                 container_name: Some("hostile".into()),
                 environment: env.clone(),
                 exec: Some(hostile.iter().map(|s| s.to_string()).collect()),
+                health_cmd: Some(HEALTH.into()),
+                volume: vec![VOLUME.into()],
                 ..Container::default()
             }),
             Service::default(),
@@ -368,6 +373,14 @@ fn hostile_values_survive_the_real_quadlet_generator() {
             "--env {want:?} not in {words:?}"
         );
     }
+    let after = |flag: &str| {
+        words
+            .iter()
+            .position(|w| w == flag)
+            .map(|p| words[p + 1].clone())
+    };
+    assert_eq!(after("--health-cmd").as_deref(), Some(HEALTH));
+    assert_eq!(after("-v").as_deref(), Some(VOLUME));
     let tail = &words[words.len() - hostile.len()..];
     assert_eq!(tail, hostile, "Exec= words");
     let desc = parsed
