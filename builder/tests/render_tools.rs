@@ -112,9 +112,19 @@ fn check_bundle(name: &str, site: &Site, bundle: &Bundle, dir: &Path) {
         units.len() >= 5 + site.nfs.mounts.len(),
         "{name}: {units:?}"
     );
+    let mut units = units;
+    units.push(dir.join(format!(
+        "rootfs/etc/systemd/system/user@{}.service.d",
+        site.site.user.uid
+    )));
     check_systemd_verify(
         &units,
-        &["/usr/local/bin/mms-firstboot", "/usr/local/bin/mms-backupd"],
+        &[
+            "/usr/local/bin/mms-firstboot",
+            "/usr/local/bin/mms-backupd",
+            // ExecStart= of the host's user@.service, which the drop-in extends.
+            "/lib/systemd/systemd",
+        ],
     )
     .unwrap_or_else(|e| fail(name, "systemd-analyze verify", e));
     check_firewalld(&dir.join("rootfs/etc/firewalld"))
@@ -244,6 +254,14 @@ fn broken_system_units_fail_systemd_verify() {
             "{file}: {bad}"
         );
     }
+    // A drop-in with a typo.
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("user@1100.service.d");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("x.conf"), "[Unit]\nAftr=remote-fs.target\n").unwrap();
+    assert!(check_systemd_verify(std::slice::from_ref(&d), &["/lib/systemd/systemd"]).is_err());
+    std::fs::write(d.join("x.conf"), "[Unit]\nAfter=remote-fs.target\n").unwrap();
+    assert!(check_systemd_verify(&[d], &["/lib/systemd/systemd"]).is_ok());
     // A binary that does not exist in the VM is an error too.
     assert!(check_systemd_verify(&[sys.join("mms-firstboot.service")], &[]).is_err());
 }

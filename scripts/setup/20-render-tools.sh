@@ -16,7 +16,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -qq --no-install-recommends \
   python3 python3-yaml python3-jsonschema python3-jinja2 python3-configobj python3-requests \
   python3-jsonpatch python3-netifaces python3-gi python3-dbus python3-nftables gir1.2-glib-2.0 \
-  genisoimage xorriso systemd debian-archive-keyring >/dev/null
+  genisoimage xorriso systemd util-linux coreutils debian-archive-keyring >/dev/null
 
 stamp="$T/.installed"
 if [[ -f $stamp && "$(cat "$stamp")" == "$PKGS" && -x $T/bin/quadlet ]]; then

@@ -155,7 +155,8 @@ pub fn check_quadlet(dir: &Path) -> Result<String, String> {
     Ok(out)
 }
 
-/// `systemd-analyze verify` (host systemd) on `units` (.service/.timer/.mount files) inside
+/// `systemd-analyze verify` (host systemd) on `units` (.service/.timer/.mount files, or
+/// `x.service.d` drop-in directories, which verify `x.service` with the drop-in) inside
 /// a temporary root holding the host's unit directory, the units under /etc/systemd/system
 /// and executable stand-ins for `stand_ins` (absolute paths), so ExecStart= binaries that
 /// only exist in the VM resolve. Unknown keys only warn in systemd: any line with
@@ -179,9 +180,16 @@ pub fn check_systemd_verify(units: &[PathBuf], stand_ins: &[&str]) -> Result<(),
     std::fs::create_dir_all(&etc).unwrap();
     let mut names = Vec::new();
     for u in units {
-        let name = u.file_name().unwrap();
-        std::fs::copy(u, etc.join(name)).unwrap();
-        names.push(name.to_string_lossy().into_owned());
+        let name = u.file_name().unwrap().to_string_lossy().into_owned();
+        if u.is_dir() {
+            // A drop-in directory `x.service.d`: copy it and verify `x.service` with it.
+            let o = run(Command::new("cp").arg("-a").arg(u).arg(&etc));
+            assert!(o.status.success(), "{}", text(&o));
+            names.push(name.trim_end_matches(".d").to_string());
+        } else {
+            std::fs::copy(u, etc.join(&name)).unwrap();
+            names.push(name);
+        }
     }
     for s in stand_ins {
         let p = r.join(s.trim_start_matches('/'));
