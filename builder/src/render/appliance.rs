@@ -970,9 +970,19 @@ fn runcmd(ctx: &Ctx, enabled: &Enabled, mounts: &[(String, String)]) -> Vec<Vec<
         }
     }
     data_dirs.insert(site.backup.target.clone());
+    // Under /data (NFS, or local and owned by the user) the user creates them; elsewhere
+    // (a backup target on another local path) root creates them for the user.
+    let (under_data, elsewhere): (Vec<String>, Vec<String>) = data_dirs
+        .into_iter()
+        .partition(|p| p == "/data" || p.starts_with("/data/"));
     let mut trash = cmd(&["runuser", "-u", ctx.user, "--", "mkdir", "-p"]);
-    trash.extend(data_dirs);
+    trash.extend(under_data);
     r.push(trash);
+    if !elsewhere.is_empty() {
+        let mut local = cmd(&["install", "-d", "-o", &uid, "-g", &gid, "-m", "0750"]);
+        local.extend(elsewhere);
+        r.push(local);
+    }
     // 6. Firewall with the zone files written above.
     r.push(cmd(&["systemctl", "enable", "firewalld.service"]));
     r.push(cmd(&["systemctl", "restart", "firewalld.service"]));
