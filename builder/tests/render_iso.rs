@@ -49,3 +49,22 @@ proptest! {
         prop_assert!(o.status.success());
     }
 }
+
+/// Directories whose records span several sectors (records never cross a sector boundary).
+#[test]
+fn large_directories_span_sectors() {
+    let mut list: Vec<(String, Vec<u8>)> = (0..150)
+        .map(|i| {
+            (
+                format!("file-with-a-long-name-{i:03}.txt"),
+                vec![i as u8; i],
+            )
+        })
+        .collect();
+    list.extend((0..60).map(|i| (format!("sub/nested-{i:02}"), vec![b'x'; 3000 + i])));
+    let img = mms_builder::render::iso::build("cidata", &list).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("big.iso");
+    std::fs::write(&p, &img).unwrap();
+    check_iso(&p, &list).unwrap();
+}
