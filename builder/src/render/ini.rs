@@ -19,7 +19,9 @@
 //! `[Container]` key becomes part of the generated `ExecStart=`, and `ExecStart=` itself):
 //! there `$` is written `$$` so systemd does not substitute environment variables. Verified
 //! against podman 5.4's quadlet: it copies `%%` and `$$` verbatim into the generated
-//! `ExecStart=`, where systemd turns them back into `%` and `$`.
+//! `ExecStart=`, where systemd turns them back into `%` and `$`. Quadlet also trims every
+//! leading and trailing `"` from single-value keys (`HealthCmd="x"` becomes `x`), so a raw
+//! value in that context may not start or end with one (rejected, not silently changed).
 
 use std::fmt::Write as _;
 
@@ -162,6 +164,9 @@ fn encode_text(t: &str, ctx: Ctx) -> Result<String, &'static str> {
     }
     if t.ends_with('\\') {
         return Err("it ends in a backslash, which systemd reads as a line continuation");
+    }
+    if ctx == Ctx::Exec && (t.starts_with('"') || t.ends_with('"')) {
+        return Err("it starts or ends with a double quote, which Quadlet strips");
     }
     let mut out = String::with_capacity(t.len());
     for c in t.chars() {
@@ -415,7 +420,10 @@ mod tests {
                         prop_assert_eq!(unescape_text(&parsed[0].2, ctx).unwrap(), t.clone());
                     }
                     Err(_) => prop_assert!(
-                        t.chars().any(char::is_control) || t.trim() != t || t.ends_with('\\')
+                        t.chars().any(char::is_control)
+                            || t.trim() != t
+                            || t.ends_with('\\')
+                            || (ctx == Ctx::Exec && (t.starts_with('"') || t.ends_with('"')))
                     ),
                 }
             }
