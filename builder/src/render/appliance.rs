@@ -78,6 +78,16 @@ pub enum RenderError {
         /// Each problem.
         problems: Vec<String>,
     },
+    /// A volume path podman's `--volume` syntax cannot carry.
+    #[error(
+        "container {container}: volume path {path:?} contains ':' or ',', which podman's volume syntax cannot carry"
+    )]
+    BadVolume {
+        /// The container.
+        container: String,
+        /// The path.
+        path: String,
+    },
     /// `depends_on` of the enabled services forms a cycle.
     #[error("service {0:?}: depends_on forms a cycle among the enabled services")]
     ServiceCycle(String),
@@ -268,7 +278,7 @@ fn container_unit(
     def: &ServiceDef,
     c: &ContainerDef,
     named_volumes: &mut BTreeSet<String>,
-) -> UnitFile {
+) -> Result<UnitFile, RenderError> {
     let site = ctx.site;
     let (app_uid, app_gid) = writer_ids(ctx, c);
     let mut environment = BTreeMap::new();
@@ -324,6 +334,15 @@ fn container_unit(
         if let Some(l) = label.filter(|_| ctx.selinux) {
             opts.push(l);
         }
+        // podman splits `Volume=` on `:`; a path holding one cannot be expressed.
+        for path in [src.as_str(), v.target.as_str()] {
+            if path.contains(':') || path.contains(',') {
+                return Err(RenderError::BadVolume {
+                    container: c.name.clone(),
+                    path: path.to_string(),
+                });
+            }
+        }
         volume.push(if opts.is_empty() {
             format!("{src}:{}", v.target)
         } else {
@@ -352,7 +371,7 @@ fn container_unit(
         WritesAs::User { uid, gid } => (Some(format!("keep-id:uid={uid},gid={gid}")), None, None),
         WritesAs::Root => (None, None, None),
     };
-    UnitFile {
+    Ok(UnitFile {
         unit: Unit {
             description: Some(format!("{} ({})", def.description, c.name)),
             wants: after.clone(),
@@ -406,7 +425,7 @@ fn container_unit(
             // The user manager has no multi-user.target (pitfall 3).
             wanted_by: vec!["default.target".into()],
         },
-    }
+    })
 }
 
 /// Everything the user-data writes and the user-data itself.
@@ -445,7 +464,7 @@ pub fn parts(
     rootfs.insert(name.clone(), spec(unit_text(&name, &net)?, 0o644));
     for (def, containers) in &enabled.services {
         for c in containers {
-            let unit = container_unit(&ctx, def, c, &mut named_volumes);
+            let unit = container_unit(&ctx, def, c, &mut named_volumes)?;
             let name = format!("{qdir}/{}.container", c.name);
             rootfs.insert(name.clone(), spec(unit_text(&name, &unit)?, 0o644));
         }
@@ -1240,5 +1259,21 @@ mod tests {
         site.site.lan_ssh = true;
         let b = render(&site, &catalog, &ApplianceBins::Omitted).unwrap();
         assert!(drop(&b).contains("<service name=\"ssh\"/>"));
+    }
+}
+
+#[cfg(test)]
+mod volume_tests {
+    use super::*;
+
+    #[test]
+    fn volume_paths_with_a_colon_are_refused() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/homelab/mms.yml");
+        let loaded = crate::config::load(&path).unwrap();
+        let mut catalog_site = loaded.site.clone();
+        catalog_site.site.user.name = "m:s".into();
+        let err = render(&catalog_site, &loaded.catalog, &ApplianceBins::Omitted).unwrap_err();
+        assert!(matches!(err, RenderError::BadVolume { .. }), "{err}");
     }
 }
