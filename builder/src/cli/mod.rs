@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand.
 
 mod check;
+pub mod render;
 mod schema;
 mod secrets;
 
@@ -45,6 +46,11 @@ pub enum Command {
     /// Manage the age-encrypted secrets file (secrets.age).
     #[command(subcommand)]
     Secrets(secrets::SecretsCmd),
+    /// Render the appliance (cloud-init user-data, units, seed ISO) into a directory, offline.
+    ///
+    /// Writes user-data, meta-data, network-config (static address only), seed.iso,
+    /// rootfs/PATH-IN-THE-VM and plan.json; prints the bundle's location and hash.
+    Render(render::RenderArgs),
     /// Print a JSON Schema for mms.yml or a services file, for editors.
     Schema {
         /// Which file the schema describes.
@@ -65,6 +71,7 @@ impl Cli {
             Command::Check => check::run(&self.config, self.identity.as_deref()),
             Command::Secrets(cmd) => cmd.run(&self.config, self.identity.as_deref()),
             Command::Schema { kind } => schema::run(kind),
+            Command::Render(args) => render::run(&self.config, &args),
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,
