@@ -4,6 +4,7 @@ mod apply;
 mod check;
 mod destroy;
 mod plan;
+pub mod render;
 mod rollback;
 mod schema;
 mod secrets;
@@ -67,6 +68,11 @@ pub enum Command {
     /// Manage the age-encrypted secrets file (secrets.age).
     #[command(subcommand)]
     Secrets(secrets::SecretsCmd),
+    /// Render the appliance (cloud-init user-data, units, seed ISO) into a directory, offline.
+    ///
+    /// Writes user-data, meta-data, network-config (static address only), seed.iso,
+    /// rootfs/PATH-IN-THE-VM and plan.json; prints the bundle's location and hash.
+    Render(render::RenderArgs),
     /// Print a JSON Schema for mms.yml or a services file, for editors.
     Schema {
         /// Which file the schema describes.
@@ -120,6 +126,7 @@ impl Cli {
             Command::Check => check::run(&self.config, self.identity.as_deref()),
             Command::Secrets(cmd) => cmd.run(&self.config, self.identity.as_deref()),
             Command::Schema { kind } => schema::run(kind),
+            Command::Render(args) => render::run(&self.config, &args),
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,
