@@ -203,3 +203,52 @@ fn a_failure_names_step_reason_and_next_command_without_secrets() {
     assert!(all.contains("next: grant VM.GuestAgent.FileWrite"), "{all}");
     assert_no_secrets(&all);
 }
+
+#[test]
+fn apply_renders_in_memory_and_matches_render_out() {
+    let sim = sim_with_template(SimConfig::default());
+    let site = site_dir(&sim, HASH_A);
+    let cfg = site.config.to_str().unwrap();
+    let bins = harness::appliance_bin_dir().to_str().unwrap().to_owned();
+    // What `render --out` writes is what `--apply` builds (a first build).
+    let out_dir = site.dir.path().join("rendered");
+    let out = run_mms_build(
+        &[
+            "render",
+            "--config",
+            cfg,
+            "--appliance-bin",
+            &bins,
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &token(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("plan.json")).unwrap()).unwrap();
+    let hash16 = &plan["bundle_sha256"].as_str().unwrap()[..16];
+    let out = run_mms_build(
+        &["--apply", "--config", cfg, "--appliance-bin", &bins],
+        &token(),
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains(&format!("serves bundle {hash16}")), "{all}");
+    assert_no_secrets(&all);
+    {
+        let st = sim.state();
+        let vm = st.vms_tagged(&format!("mms-{hash16}"));
+        assert_eq!(vm.len(), 1);
+        let iso_size = std::fs::metadata(out_dir.join("seed.iso")).unwrap().len();
+        assert!(
+            iso_size > 1 << 20,
+            "the seed ISO carries the appliance programs"
+        );
+    }
+    let out = run_mms_build(
+        &["apply", "--config", cfg, "--appliance-bin", &bins],
+        &token(),
+    );
+    assert!(text(&out).contains("up to date"), "{}", text(&out));
+}

@@ -256,7 +256,7 @@ fn secret_delivery_fails() {
                 ),
                 100,
             )
-            .after(2))
+            .after(1))
         },
         Some("secrets"),
         true,

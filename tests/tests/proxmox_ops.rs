@@ -3,9 +3,10 @@
 
 use mms_builder::apply::flow;
 use mms_builder::apply::ops;
-use mms_builder::apply::plan::{REBUILD_AUTHORIZED_KEYS, REBUILD_KEY, REBUILD_SOURCE};
+use mms_builder::apply::plan::{CUTOVER_TRIGGER, REBUILD_AUTHORIZED_KEYS, REBUILD_KEY};
 use mms_builder::apply::progress::Progress;
 use mms_builder::images::ImageDef;
+use mms_tests::pve_sim::CLOUD_INIT_ROOT_KEYS;
 use mms_tests::pve_sim::harness::{
     HASH_A, HASH_B, client, fast_opts, inputs, rt, sim_with_template,
 };
@@ -37,12 +38,13 @@ fn rebuild_with_an_old_vm_then_rollback() {
         assert_eq!(old.tags(), ["mms", "mms-fedcba9876543210", "mms-retired"]);
         // The one-time key: public half on the old VM (removed at cut-over), private half on the new.
         assert_eq!(
-            old.files[REBUILD_AUTHORIZED_KEYS],
-            "# mms: no rebuild key\n"
+            old.files[REBUILD_AUTHORIZED_KEYS], CLOUD_INIT_ROOT_KEYS,
+            "one-time key removed, the rest kept"
         );
         let new = &st.vms[&101];
         assert!(new.files[REBUILD_KEY].starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
-        assert_eq!(new.files[REBUILD_SOURCE], "root@mms\n");
+        assert_eq!(REBUILD_KEY, "/etc/mms/secrets/migrate_ssh_key");
+        assert_eq!(new.files[CUTOVER_TRIGGER], "cutover\n");
         assert_eq!(new.name(), "mms");
     }
     let lines = rt()
@@ -303,7 +305,48 @@ fn a_stale_next_still_cloning_is_waited_for_then_discarded() {
         r.steps
     );
     let st = sim.state();
-    assert_eq!(st.vms.len(), 2, "template + the new VM (VMID 100 reused after the discard)");
+    assert_eq!(
+        st.vms.len(),
+        2,
+        "template + the new VM (VMID 100 reused after the discard)"
+    );
     assert_eq!(st.vms_tagged("mms-0123456789abcdef").len(), 1);
     assert!(st.vms_tagged("mms-fedcba9876543210").is_empty());
+}
+
+#[test]
+fn first_build_and_rebuild_renderings_both_count_as_up_to_date() {
+    use mms_builder::apply::inputs::Bundle;
+    use mms_tests::pve_sim::harness::seed_iso;
+    let with_rebuild = |first: &str, rebuild: &str| {
+        let mut i = inputs(first);
+        i.rebuild_bundle = Some(Bundle {
+            hash: rebuild.into(),
+            seed_iso: seed_iso(rebuild),
+        });
+        i
+    };
+    const REB_A: &str = "aaaaaaaaaaaaaaaa0000000000000000000000000000000000000000000000aa";
+    const REB_B: &str = "bbbbbbbbbbbbbbbb0000000000000000000000000000000000000000000000bb";
+    let sim = sim_with_template(SimConfig::default());
+    let c = client(&sim);
+    let run = |i: &mms_builder::apply::inputs::ApplyInputs| {
+        rt().block_on(flow::apply(&c, i, &fast_opts(), &Progress::plain()))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // Nothing runs: the first-build rendering is built.
+    let r = run(&with_rebuild(HASH_A, REB_A));
+    assert_eq!(r.bundle.as_deref(), Some("0123456789abcdef"));
+    assert!(run(&with_rebuild(HASH_A, REB_A)).up_to_date);
+    // The site changed and VM 100 runs: the rebuild rendering is built, with a key exchange.
+    let r = run(&with_rebuild(HASH_B, REB_B));
+    assert_eq!(r.bundle.as_deref(), Some("bbbbbbbbbbbbbbbb"));
+    assert!(r.steps.contains(&"rebuild-key".to_owned()));
+    let st = sim.state();
+    assert!(st.vms[&101].files.contains_key(REBUILD_KEY));
+    drop(st);
+    // ... and that counts as up to date for the same site.
+    let r = run(&with_rebuild(HASH_B, REB_B));
+    assert!(r.up_to_date, "{r:?}");
+    assert_eq!(r.bundle.as_deref(), Some("bbbbbbbbbbbbbbbb"));
 }

@@ -6,9 +6,9 @@
 
 use super::inputs::ApplyInputs;
 use super::plan::{
-    self, Action, Config, DESCRIPTION_MARKER, FIRSTBOOT_STATUS, Observed, ObservedVm, Plan,
-    REBUILD_AUTHORIZED_KEYS, REBUILD_KEY, REBUILD_SOURCE, RETIRED_TAG, SECRETS_COMPLETE,
-    SECRETS_DIR, TAG,
+    self, Action, CUTOVER_TRIGGER, Config, DESCRIPTION_MARKER, Desired, FIRSTBOOT_STATUS,
+    MIGRATE_KEY_SECRET, Observed, ObservedVm, Plan, REBUILD_AUTHORIZED_KEYS, REBUILD_KEY,
+    REBUILD_KEY_COMMENT, RETIRED_TAG, SECRETS_COMPLETE, SECRETS_DIR, TAG,
 };
 use super::progress::Progress;
 use crate::config::TemplateRef;
@@ -79,6 +79,8 @@ pub struct ApplyReport {
     pub retired: Option<u32>,
     /// Steps executed.
     pub steps: Vec<String>,
+    /// The bundle (16 hex) the serving VM runs.
+    pub bundle: Option<String>,
 }
 
 const RERUN: &str = "run `mms-build --apply` again: it resumes from what exists on Proxmox";
@@ -192,7 +194,12 @@ pub struct Observation {
 /// Reads what exists (read-only): guests, the `-next` and current VMs' config
 /// and firstboot status, this site's seed ISOs, the migration snapshot.
 pub async fn observe(client: &Client, inputs: &ApplyInputs) -> Result<Observation, ProxmoxError> {
-    let d = &inputs.desired;
+    // Either rendering (first build or rebuild) may be what runs.
+    let mut d = inputs.desired.clone();
+    if let Some(rb) = &inputs.rebuild_bundle {
+        d.accept.push(plan::hash16(&rb.hash));
+    }
+    let d = &d;
     let node = &inputs.node;
     let rows = client.vms().await?;
     let next_name = plan::next_name(&d.name);
@@ -233,7 +240,7 @@ pub async fn observe(client: &Client, inputs: &ApplyInputs) -> Result<Observatio
     };
     if let Some(c) = &roles.current
         && c.running
-        && c.bundle().as_deref() == Some(d.hash16.as_str())
+        && d.accepts(c.bundle().as_deref())
     {
         obs.current_config = Some(to_config(&client.vm_config(node, c.vmid).await?));
         obs.current_firstboot = read_firstboot(client, node, c.vmid).await;
@@ -244,7 +251,7 @@ pub async fn observe(client: &Client, inputs: &ApplyInputs) -> Result<Observatio
         obs.next_firstboot = read_firstboot(client, node, n.vmid).await;
     }
     let current_is_target = roles.current.as_ref().is_some_and(|c| {
-        c.bundle().as_deref() == Some(d.hash16.as_str())
+        d.accepts(c.bundle().as_deref())
             && obs
                 .current_firstboot
                 .as_ref()
@@ -253,7 +260,7 @@ pub async fn observe(client: &Client, inputs: &ApplyInputs) -> Result<Observatio
     let next_reusable = roles
         .next
         .as_ref()
-        .is_some_and(|n| n.bundle().as_deref() == Some(d.hash16.as_str()));
+        .is_some_and(|n| d.accepts(n.bundle().as_deref()));
     if !current_is_target
         && !next_reusable
         && let Ok(t) = template_vmid(&rows, &inputs.template)
@@ -306,8 +313,35 @@ pub async fn plan_only(
     let obs = observe(client, inputs)
         .await
         .map_err(|e| fail("observe", None, e))?;
-    let p = plan::plan(&obs.observed, &inputs.desired, destroy_old);
+    let (d, _) = choose(inputs, &obs.observed);
+    let p = plan::plan(&obs.observed, &d, destroy_old);
     Ok((obs, p))
+}
+
+/// Picks the bundle to build: the rebuild rendering (state pulled from the running
+/// VM) when a VM serves a different bundle and runs, else the first-build rendering.
+/// Both count as up to date.
+pub fn choose<'a>(inputs: &'a ApplyInputs, obs: &Observed) -> (Desired, &'a [u8]) {
+    let first = &inputs.desired;
+    let Some(rb) = &inputs.rebuild_bundle else {
+        return (first.clone(), &inputs.bundle.seed_iso);
+    };
+    let rb16 = plan::hash16(&rb.hash);
+    let mut as_first = first.clone();
+    as_first.accept.push(rb16.clone());
+    let current_other = obs
+        .roles
+        .current
+        .as_ref()
+        .is_some_and(|c| c.running && !as_first.accepts(c.bundle().as_deref()));
+    if current_other {
+        let mut d = first.clone();
+        d.accept.push(first.hash16.clone());
+        d.hash16 = rb16;
+        (d, &rb.seed_iso)
+    } else {
+        (as_first, &inputs.bundle.seed_iso)
+    }
 }
 
 /// Runs `--apply`.
@@ -318,6 +352,7 @@ pub async fn apply(
     progress: &Progress,
 ) -> Result<ApplyReport, ApplyError> {
     let (obs, p) = plan_only(client, inputs, opts.destroy_old).await?;
+    let (desired, iso) = choose(inputs, &obs.observed);
     let serving = p.current;
     if p.up_to_date {
         return Ok(ApplyReport {
@@ -325,11 +360,23 @@ pub async fn apply(
             serving,
             retired: None,
             steps: vec![],
+            bundle: obs
+                .observed
+                .roles
+                .current
+                .as_ref()
+                .and_then(ObservedVm::bundle),
         });
     }
     let mut run = Run {
         client,
         inputs,
+        d: desired,
+        iso,
+        rebuild_key: p
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::KeyExchange { .. })),
         opts,
         progress,
         serving,
@@ -352,12 +399,16 @@ pub async fn apply(
         serving: run.new_serving,
         retired: run.retired,
         steps,
+        bundle: Some(run.d.hash16.clone()),
     })
 }
 
 struct Run<'a> {
     client: &'a Client,
     inputs: &'a ApplyInputs,
+    d: Desired,
+    iso: &'a [u8],
+    rebuild_key: bool,
     opts: &'a ApplyOptions,
     progress: &'a Progress,
     serving: Option<u32>,
@@ -400,7 +451,7 @@ impl Run<'_> {
     async fn exec(&mut self, action: &Action) -> Result<(), ApplyError> {
         let step = action.step();
         let node = self.node().to_owned();
-        let d = &self.inputs.desired;
+        let d = &self.d;
         match action {
             Action::DiscardNext { vmid, running, .. } => {
                 // A clone still copying must finish (or fail) before the VM can go.
@@ -450,13 +501,7 @@ impl Run<'_> {
             Action::UploadIso { filename } => {
                 let upid = self
                     .client
-                    .upload(
-                        &node,
-                        &d.iso_storage,
-                        "iso",
-                        filename,
-                        &self.inputs.bundle.seed_iso,
-                    )
+                    .upload(&node, &d.iso_storage, "iso", filename, self.iso)
                     .await;
                 self.task(step, upid).await?;
             }
@@ -491,30 +536,31 @@ impl Run<'_> {
             }
             Action::KeyExchange { old_vmid } => {
                 let new = self.next(step)?;
-                let kp = SshKeyPair::generate(&format!("mms-rebuild-{}", d.hash16))
+                let kp = SshKeyPair::generate(&format!("{REBUILD_KEY_COMMENT}-{}", d.hash16))
                     .map_err(|e| fail_msg(step, self.serving, e, RERUN.into()))?;
+                // Append to the old VM's root keys (earlier one-time keys dropped).
+                let mut keys = self
+                    .old_keys_without_ours(*old_vmid)
+                    .await
+                    .map_err(|e| self.err(step, e))?;
+                keys.push_str(&kp.public);
+                keys.push('\n');
                 self.client
-                    .agent_file_write(
-                        &node,
-                        *old_vmid,
-                        REBUILD_AUTHORIZED_KEYS,
-                        &format!("{}\n", kp.public),
-                    )
+                    .agent_file_write(&node, *old_vmid, REBUILD_AUTHORIZED_KEYS, &keys)
                     .await
                     .map_err(|e| self.err(step, e))?;
                 self.client
                     .agent_file_write(&node, new, REBUILD_KEY, kp.private_openssh())
                     .await
                     .map_err(|e| self.err(step, e))?;
-                let source = format!("root@{}\n", self.inputs.tailscale_hostname);
-                self.client
-                    .agent_file_write(&node, new, REBUILD_SOURCE, &source)
-                    .await
-                    .map_err(|e| self.err(step, e))?;
             }
             Action::DeliverSecrets => {
                 let vmid = self.next(step)?;
                 for (name, secret) in &self.inputs.secrets {
+                    // On a rebuild the one-time key is the migration key.
+                    if self.rebuild_key && name == MIGRATE_KEY_SECRET {
+                        continue;
+                    }
                     self.client
                         .agent_file_write(
                             &node,
@@ -602,7 +648,7 @@ impl Run<'_> {
                 "fix proxmox.template in mms.yml, then run `mms-build --apply`".into(),
             )
         })?;
-        let description = format!("{DESCRIPTION_MARKER}{}", self.inputs.desired.hash16);
+        let description = format!("{DESCRIPTION_MARKER}{}", self.d.hash16);
         for _ in 0..3 {
             let newid = self.client.next_id().await.map_err(|e| self.err(step, e))?;
             let res = self
@@ -771,20 +817,23 @@ impl Run<'_> {
         let step = "cut-over";
         let node = self.node().to_owned();
         let new = self.next(step)?;
-        let name = self.inputs.desired.name.clone();
+        let name = self.d.name.clone();
         if let Some((old_vmid, running)) = old {
             if running {
                 // The one-time public key goes first, while the old VM still runs.
-                if let Err(e) = self
-                    .client
-                    .agent_file_write(
-                        &node,
-                        old_vmid,
-                        REBUILD_AUTHORIZED_KEYS,
-                        "# mms: no rebuild key\n",
-                    )
-                    .await
-                {
+                let cleaned = match self.old_keys_without_ours(old_vmid).await {
+                    Ok(k) if k.is_empty() => Ok("# mms: no rebuild key\n".to_owned()),
+                    other => other,
+                };
+                let removed = match cleaned {
+                    Ok(keys) => {
+                        self.client
+                            .agent_file_write(&node, old_vmid, REBUILD_AUTHORIZED_KEYS, &keys)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = removed {
                     self.progress.info(&format!(
                         "warning: could not remove the one-time key from VM {old_vmid} ({e}); its private half is gone with the new VM's secrets"
                     ));
@@ -821,6 +870,35 @@ impl Run<'_> {
             .map_err(|e| self.err(step, e))?;
         self.serving = Some(new);
         self.new_serving = Some(new);
+        // The new VM takes over the tailnet name once the old one is down.
+        if old.is_some() {
+            self.client
+                .agent_file_write(&node, new, CUTOVER_TRIGGER, "cutover\n")
+                .await
+                .map_err(|e| self.err(step, e))?;
+        }
         Ok(())
+    }
+
+    /// The old VM's root authorized keys without one-time rebuild keys ("" if none).
+    async fn old_keys_without_ours(&self, old_vmid: u32) -> Result<String, ProxmoxError> {
+        let text = match self
+            .client
+            .agent_file_read(self.node(), old_vmid, REBUILD_AUTHORIZED_KEYS)
+            .await
+        {
+            Ok(r) => r.content,
+            Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        let mut out = String::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.contains(REBUILD_KEY_COMMENT) && !l.starts_with("# mms:"))
+        {
+            out.push_str(line);
+            out.push('\n');
+        }
+        Ok(out)
     }
 }

@@ -66,17 +66,23 @@ pub struct ApplyInputs {
     pub pool: Option<String>,
     /// The desired state for planning.
     pub desired: Desired,
-    /// The bundle.
+    /// The bundle rendered for a first build.
     pub bundle: Bundle,
+    /// The bundle rendered for a rebuild (state pulled from the running VM), when
+    /// rendering in memory; `None` for a pre-rendered `--bundle`.
+    pub rebuild_bundle: Option<Bundle>,
     /// Secrets to write into the VM: (file name, value). Never the token secret.
     pub secrets: Vec<(String, Secret)>,
-    /// The old VM's tailnet host name (the state pull's source on a rebuild).
-    pub tailscale_hostname: String,
 }
 
 impl ApplyInputs {
     /// Builds the inputs from the site, its secrets and the rendered bundle.
-    pub fn new(site: &Site, secrets: &Secrets, bundle: Bundle) -> Result<Self> {
+    pub fn new(
+        site: &Site,
+        secrets: &Secrets,
+        bundle: Bundle,
+        rebuild_bundle: Option<Bundle>,
+    ) -> Result<Self> {
         let mut delivered = Vec::new();
         for name in secrets.names() {
             if name == "proxmox_token_secret" {
@@ -101,6 +107,7 @@ impl ApplyInputs {
             desired: Desired {
                 name: site.vm.name.clone(),
                 hash16: hash16(&bundle.hash),
+                accept: Vec::new(),
                 cores: site.vm.cores,
                 memory_mib: site.vm.memory_mib,
                 disk_gib: site.vm.disk_gib,
@@ -109,8 +116,8 @@ impl ApplyInputs {
                 migrate_vmid: site.migrate.as_ref().and_then(|m| m.from.proxmox_vmid),
             },
             bundle,
+            rebuild_bundle,
             secrets: delivered,
-            tailscale_hostname: site.tailscale.hostname.clone(),
         })
     }
 }

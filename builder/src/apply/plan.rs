@@ -19,12 +19,20 @@ pub const DESCRIPTION_MARKER: &str = "mms-build bundle ";
 pub const SECRETS_DIR: &str = "/etc/mms/secrets";
 /// Written last, after every secret: firstboot's `wait-secrets` waits for it.
 pub const SECRETS_COMPLETE: &str = "/etc/mms/secrets/.complete";
-/// The one-time private key for the old→new state pull, on the new VM.
-pub const REBUILD_KEY: &str = "/etc/mms/secrets/rebuild_ssh_key";
-/// Where the new VM pulls state from on a rebuild (`root@<tailscale.hostname>`).
-pub const REBUILD_SOURCE: &str = "/etc/mms/secrets/rebuild_source";
-/// The one-time public key, on the old VM (sshd `AuthorizedKeysFile` lists it).
-pub const REBUILD_AUTHORIZED_KEYS: &str = "/etc/ssh/mms_rebuild_authorized_keys";
+/// The one-time private key for the old→new state pull, on the new VM: the secret
+/// file firstboot's `previous_vm` migration reads (render's `secret_files::MIGRATE_SSH_KEY`).
+pub const REBUILD_KEY: &str = "/etc/mms/secrets/migrate_ssh_key";
+/// The secret name of [`REBUILD_KEY`]; the user's own `migrate_ssh_key` (for an LXC
+/// migration) is not delivered on a rebuild.
+pub const MIGRATE_KEY_SECRET: &str = "migrate_ssh_key";
+/// The old VM's root authorized keys: the one-time public key is appended (marked with
+/// its comment) and removed again at the cut-over.
+pub const REBUILD_AUTHORIZED_KEYS: &str = "/root/.ssh/authorized_keys";
+/// The comment that marks the one-time key's line.
+pub const REBUILD_KEY_COMMENT: &str = "mms-rebuild-key";
+/// Written on the new VM after the cut-over: its `mms-cutover.path` unit runs
+/// `mms-firstboot cutover` (tailnet name `<hostname>-next` → `<hostname>`).
+pub const CUTOVER_TRIGGER: &str = "/var/lib/mms/cutover";
 /// firstboot's status file.
 pub const FIRSTBOOT_STATUS: &str = "/var/lib/mms/firstboot.json";
 
@@ -228,6 +236,9 @@ pub struct Desired {
     pub name: String,
     /// First 16 hex digits of the bundle hash.
     pub hash16: String,
+    /// Other bundle hashes (16 hex) of this same site that count as up to date: a
+    /// site renders differently for a first build and for a rebuild.
+    pub accept: Vec<String>,
     /// Cores.
     pub cores: u32,
     /// Memory (MiB).
@@ -243,6 +254,11 @@ pub struct Desired {
 }
 
 impl Desired {
+    /// Whether a VM built from `bundle` serves this site as it is now.
+    pub fn accepts(&self, bundle: Option<&str>) -> bool {
+        bundle.is_some_and(|b| b == self.hash16 || self.accept.iter().any(|a| a == b))
+    }
+
     /// The seed ISO's volume id.
     pub fn iso_volid(&self) -> String {
         format!(
@@ -506,7 +522,7 @@ pub fn plan(obs: &Observed, desired: &Desired, destroy_old: bool) -> Plan {
     let volid = desired.iso_volid();
     let current = obs.roles.current.as_ref();
     let current_is_target = current.is_some_and(|c| {
-        c.bundle().as_deref() == Some(hash)
+        desired.accepts(c.bundle().as_deref())
             && c.running
             && obs
                 .current_firstboot
@@ -694,6 +710,7 @@ mod tests {
         Desired {
             name: "mms".into(),
             hash16: H.into(),
+            accept: vec![],
             cores: 4,
             memory_mib: 8192,
             disk_gib: 64,

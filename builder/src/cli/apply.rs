@@ -5,6 +5,7 @@ use crate::apply::inputs::{ApplyInputs, Bundle, client_settings};
 use crate::apply::progress::Progress;
 use crate::config::{self, Loaded};
 use crate::proxmox::Client;
+use crate::render;
 use crate::secrets::{self, Secrets};
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::{Path, PathBuf};
@@ -14,9 +15,17 @@ use std::time::Duration;
 /// Options of `--apply` (also accepted by `plan` where they matter).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApplyArgs {
-    /// A bundle rendered by `mms-build render --out DIR` (plan.json + seed.iso).
+    /// Apply a bundle rendered earlier by `mms-build render --out DIR` (plan.json +
+    /// seed.iso) instead of rendering now.
     #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
+    /// Directory holding mms-firstboot and mms-backupd for the seed ISO
+    /// [default: the directory of the running mms-build].
+    #[arg(long, value_name = "DIR", conflicts_with = "bundle")]
+    pub appliance_bin: Option<PathBuf>,
+    /// A first build starts with empty service state (no migration, no backup restore).
+    #[arg(long, conflicts_with = "bundle")]
+    pub fresh: bool,
     /// After the cut-over, delete the retired VMs instead of keeping them for rollback.
     #[arg(long)]
     pub destroy_old: bool,
@@ -84,15 +93,39 @@ pub(crate) fn session(
     })
 }
 
-/// The rendered bundle for this site.
-pub(crate) fn bundle(args: &ApplyArgs) -> Result<Bundle> {
-    match &args.bundle {
-        Some(dir) => Bundle::from_dir(dir),
-        None => bail!(
-            "no bundle: pass --bundle DIR with a bundle from `mms-build render --out DIR` \
-             (this build does not render in memory yet)"
-        ),
+/// The bundles for this site: rendered now for a first build and for a rebuild
+/// (which one is built depends on what runs on Proxmox), or one pre-rendered `--bundle`.
+pub(crate) fn bundles(args: &ApplyArgs, loaded: &Loaded) -> Result<(Bundle, Option<Bundle>)> {
+    if let Some(dir) = &args.bundle {
+        return Ok((Bundle::from_dir(dir)?, None));
     }
+    let dir = match &args.appliance_bin {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .context("locating the running mms-build")?
+            .parent()
+            .map(Path::to_path_buf)
+            .context("the running mms-build has no parent directory")?,
+    };
+    let bins = super::render::load_appliance_bins(&dir, render::Arch::X86_64)?;
+    let (site, catalog) = (&loaded.site, &loaded.catalog);
+    let first = render::Deployment {
+        previous_vm: None,
+        fresh: args.fresh,
+    };
+    let rebuild = render::Deployment {
+        previous_vm: Some(site.tailscale.hostname.clone()),
+        fresh: false,
+    };
+    let to_bundle = |b: render::Bundle| Bundle {
+        seed_iso: b.iso().to_vec(),
+        hash: b.hash,
+    };
+    let a = render::render_for(site, catalog, &bins, &first)
+        .context("rendering the first-build bundle")?;
+    let b = render::render_for(site, catalog, &bins, &rebuild)
+        .context("rendering the rebuild bundle")?;
+    Ok((to_bundle(a), Some(to_bundle(b))))
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -110,17 +143,23 @@ pub fn run(
     args: &ApplyArgs,
 ) -> Result<ExitCode> {
     let s = session(config_path, identity, insecure)?;
-    let inputs = ApplyInputs::new(&s.loaded.site, &s.secrets, bundle(args)?)?;
+    let (first, rebuild) = bundles(args, &s.loaded)?;
+    let inputs = ApplyInputs::new(&s.loaded.site, &s.secrets, first, rebuild)?;
     let progress = Progress::auto();
     let res = runtime()?.block_on(flow::apply(&s.client, &inputs, &args.options(), &progress));
     progress.finish();
     let name = &inputs.desired.name;
+    let hash = |r: &flow::ApplyReport| {
+        r.bundle
+            .clone()
+            .unwrap_or_else(|| inputs.desired.hash16.clone())
+    };
     match res {
         Ok(r) if r.up_to_date => {
             println!(
                 "up to date: VM {} ({name}) runs bundle {} and is healthy",
                 r.serving.map(|v| v.to_string()).unwrap_or_default(),
-                inputs.desired.hash16
+                hash(&r)
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -1,7 +1,7 @@
 //! `mms-build` (no subcommand) and `mms-build plan`: what `--apply` would do.
 //! Reads Proxmox only; changes nothing.
 
-use super::apply::{ApplyArgs, bundle, runtime, session};
+use super::apply::{ApplyArgs, bundles, runtime, session};
 use crate::apply::flow;
 use crate::apply::inputs::ApplyInputs;
 use anyhow::Result;
@@ -17,16 +17,18 @@ pub fn run(
     args: &ApplyArgs,
 ) -> Result<ExitCode> {
     let s = session(config_path, identity, insecure)?;
-    let inputs = ApplyInputs::new(&s.loaded.site, &s.secrets, bundle(args)?)?;
+    let (first, rebuild) = bundles(args, &s.loaded)?;
+    let inputs = ApplyInputs::new(&s.loaded.site, &s.secrets, first, rebuild)?;
     let res = runtime()?.block_on(flow::plan_only(&s.client, &inputs, args.destroy_old));
-    let (_, p) = match res {
+    let (obs, p) = match res {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(ExitCode::from(1));
         }
     };
-    let d = &inputs.desired;
+    let (d, _) = flow::choose(&inputs, &obs.observed);
+    let d = &d;
     let secrets: serde_json::Map<String, serde_json::Value> = inputs
         .secrets
         .iter()

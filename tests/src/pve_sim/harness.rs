@@ -85,6 +85,7 @@ pub fn inputs(hash: &str) -> ApplyInputs {
         desired: Desired {
             name: "mms".into(),
             hash16: hash[..16].into(),
+            accept: Vec::new(),
             cores: 4,
             memory_mib: 8192,
             disk_gib: 64,
@@ -96,11 +97,11 @@ pub fn inputs(hash: &str) -> ApplyInputs {
             hash: hash.into(),
             seed_iso: seed_iso(hash),
         },
+        rebuild_bundle: None,
         secrets: SECRETS
             .iter()
             .map(|(n, v)| (n.to_string(), Secret::new(*v)))
             .collect(),
-        tailscale_hostname: "mms".into(),
     }
 }
 
@@ -210,6 +211,33 @@ pub fn mms_build() -> &'static Path {
         let bin = dir.join("mms-build");
         assert!(bin.exists(), "{} missing", bin.display());
         bin
+    })
+}
+
+/// Builds (once) `mms-firstboot` and `mms-backupd` and returns their directory.
+pub fn appliance_bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--locked",
+                "-p",
+                "mms-firstboot",
+                "-p",
+                "mms-backupd",
+                "--bins",
+            ])
+            .current_dir(repo_root())
+            .status()
+            .expect("running cargo build for the appliance programs");
+        assert!(
+            status.success(),
+            "cargo build -p mms-firstboot -p mms-backupd failed"
+        );
+        mms_build().parent().expect("target dir").to_path_buf()
     })
 }
 

@@ -22,6 +22,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// What cloud-init's `disable_root` leaves in root's authorized keys of an appliance.
+pub const CLOUD_INIT_ROOT_KEYS: &str = "no-port-forwarding,no-agent-forwarding,no-X11-forwarding,command=\"echo 'Please login as the user \\\"fedora\\\" rather than the user \\\"root\\\".';echo;sleep 10;exit 142\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAhrZMeIiJ6eTj9QloR5oLJ7E2vroCxmzvv2RkVIOa4+ admin@laptop\n";
+
 struct Inner {
     state: Mutex<State>,
 }
@@ -217,6 +220,12 @@ impl PveSim {
             ("ide2".to_owned(), "none,media=cdrom".to_owned()),
         ]);
         self.add_vm(vmid, Kind::Qemu, config, true, true);
+        self.inner.lock().vms.get_mut(&vmid).map(|vm| {
+            vm.files.insert(
+                "/root/.ssh/authorized_keys".into(),
+                CLOUD_INIT_ROOT_KEYS.into(),
+            )
+        });
     }
 
     /// Adds an LXC container (a migration source).

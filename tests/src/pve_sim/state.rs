@@ -1625,7 +1625,7 @@ impl State {
             "ping" => ok(json!({"result": {}})),
             "file-write" => {
                 let file = p["file"].clone();
-                let dir_ok = ["/etc/mms/secrets/", "/etc/ssh/", "/var/lib/mms/"]
+                let dir_ok = ["/etc/mms/secrets/", "/root/.ssh/", "/var/lib/mms/"]
                     .iter()
                     .any(|d| file.starts_with(d) && !file[d.len()..].contains('/'));
                 if !dir_ok {
