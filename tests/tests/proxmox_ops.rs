@@ -350,3 +350,27 @@ fn first_build_and_rebuild_renderings_both_count_as_up_to_date() {
     assert!(r.up_to_date, "{r:?}");
     assert_eq!(r.bundle.as_deref(), Some("bbbbbbbbbbbbbbbb"));
 }
+
+#[test]
+fn firstboot_that_never_starts_is_reported_at_wait_agent() {
+    let mut cfg = SimConfig::default();
+    cfg.durations.cloud_init = Duration::from_secs(3600);
+    let sim = sim_with_template(cfg);
+    let mut opts = fast_opts();
+    opts.firstboot_timeout = Duration::from_millis(500);
+    let err = rt()
+        .block_on(flow::apply(
+            &client(&sim),
+            &inputs(HASH_A),
+            &opts,
+            &Progress::plain(),
+        ))
+        .unwrap_err();
+    assert_eq!(err.step, "wait-agent");
+    assert!(err.reason.contains("firstboot did not start"), "{err}");
+    assert!(err.next.contains("cloud-init status --long"), "{err}");
+    assert!(
+        sim.state().vms[&100].files.is_empty(),
+        "no secret is written before firstboot runs"
+    );
+}

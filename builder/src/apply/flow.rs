@@ -735,7 +735,7 @@ impl Run<'_> {
         let poll = self.client.poll_policy();
         loop {
             let last = match self.client.agent_ping(node, vmid).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => break,
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -756,6 +756,34 @@ impl Run<'_> {
                     ),
                     format!(
                         "look at the VM's console (`qm terminal {vmid}` on the node): did it boot, is qemu-guest-agent installed in the template? Then {RERUN}"
+                    ),
+                ));
+            }
+            tokio::time::sleep(
+                poll.next_delay(start.elapsed())
+                    .max(Duration::from_millis(50)),
+            )
+            .await;
+        }
+        // The agent answers early in boot; secrets go in once cloud-init has
+        // installed the appliance and firstboot has started (its status file exists).
+        let start = Instant::now();
+        self.progress
+            .status("waiting for cloud-init to start firstboot");
+        loop {
+            if read_firstboot(self.client, node, vmid).await.is_some() {
+                return Ok(());
+            }
+            if start.elapsed() > self.opts.firstboot_timeout {
+                return Err(fail_msg(
+                    step,
+                    self.serving,
+                    format!(
+                        "firstboot did not start in VM {vmid} within {} s: {FIRSTBOOT_STATUS} does not exist",
+                        self.opts.firstboot_timeout.as_secs()
+                    ),
+                    format!(
+                        "look at `cloud-init status --long` and `journalctl -u mms-firstboot` on VM {vmid} (console: `qm terminal {vmid}`), then {RERUN}"
                     ),
                 ));
             }

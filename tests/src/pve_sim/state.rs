@@ -43,6 +43,8 @@ pub struct Durations {
     pub snapshot: Duration,
     /// Start → guest agent answers.
     pub agent_boot: Duration,
+    /// Agent up → cloud-init done and firstboot started (its status file exists).
+    pub cloud_init: Duration,
     /// Each firstboot phase after secrets arrive.
     pub firstboot_phase: Duration,
 }
@@ -63,6 +65,7 @@ impl Durations {
             template: ms(30),
             snapshot: ms(30),
             agent_boot: ms(150),
+            cloud_init: ms(60),
             firstboot_phase: ms(40),
         }
     }
@@ -82,6 +85,7 @@ impl Durations {
             template: ms(300),
             snapshot: ms(500),
             agent_boot: ms(3000),
+            cloud_init: ms(2500),
             firstboot_phase: ms(1500),
         }
     }
@@ -582,7 +586,7 @@ impl State {
                 }
             }
             Effect::Started { vmid } => {
-                let boot = self.cfg.durations.agent_boot;
+                let boot = self.cfg.durations.agent_boot + self.cfg.durations.cloud_init;
                 if let Some(vm) = self.vms.get_mut(&vmid) {
                     vm.running = true;
                     vm.started_at = Some(now);
@@ -1597,6 +1601,7 @@ impl State {
         }
         let now = Instant::now();
         let boot = self.cfg.durations.agent_boot;
+        let cloud_init = self.cfg.durations.cloud_init;
         let phase_len = self.cfg.durations.firstboot_phase;
         let node = self.cfg.node.clone();
         let Some(vm) = self.vms.get_mut(&vmid) else {
@@ -1656,8 +1661,10 @@ impl State {
             }
             _ => {
                 let file = p["file"].clone();
+                let cloud_init_done = vm.firstboot_done
+                    || vm.started_at.is_some_and(|s| now >= s + boot + cloud_init);
                 let content = if file == FIRSTBOOT_STATUS {
-                    Some(firstboot_doc(vm, now, phase_len).to_string())
+                    cloud_init_done.then(|| firstboot_doc(vm, now, phase_len).to_string())
                 } else {
                     vm.files.get(&file).cloned()
                 };
