@@ -140,6 +140,26 @@ impl Cli {
     }
 }
 
+/// Loads the site config; on errors prints every diagnostic and a summary
+/// line ending in `consequence` (e.g. "nothing rendered") and returns exit 1.
+pub(crate) fn load_config(
+    path: &std::path::Path,
+    consequence: &str,
+) -> Result<crate::config::Loaded, ExitCode> {
+    crate::config::load(path).map_err(|errs| {
+        for d in &errs.0 {
+            eprintln!("{d}");
+        }
+        let n = errs.errors().count();
+        eprintln!(
+            "{}: {n} error{}{consequence}",
+            path.display(),
+            if n == 1 { "" } else { "s" }
+        );
+        ExitCode::from(1)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,5 @@
 //! `mms-build render`: the appliance bundle of DESIGN §3 into a directory, offline.
 
-use crate::config;
 use crate::render::{self, ApplianceBins, Arch, bundle};
 use crate::write;
 use anyhow::{Context, Result, bail};
@@ -55,20 +54,9 @@ pub fn load_appliance_bins(dir: &Path, arch: Arch) -> Result<ApplianceBins> {
 
 /// Runs `mms-build render`.
 pub fn run(config_path: &Path, args: &RenderArgs) -> Result<ExitCode> {
-    let loaded = match config::load(config_path) {
+    let loaded = match super::load_config(config_path, "; nothing rendered") {
         Ok(l) => l,
-        Err(errs) => {
-            for d in &errs.0 {
-                eprintln!("{d}");
-            }
-            let n = errs.errors().count();
-            eprintln!(
-                "{}: {n} error{}; nothing rendered",
-                config_path.display(),
-                if n == 1 { "" } else { "s" }
-            );
-            return Ok(ExitCode::from(1));
-        }
+        Err(code) => return Ok(code),
     };
     for w in &loaded.warnings {
         eprintln!("{w}");
