@@ -32,7 +32,7 @@ pub const REBUILD_AUTHORIZED_KEYS: &str = "/root/.ssh/authorized_keys";
 pub const REBUILD_KEY_COMMENT: &str = "mms-rebuild-key";
 /// Written on the new VM after the cut-over: its `mms-cutover.path` unit runs
 /// `mms-firstboot cutover` (tailnet name `<hostname>-next` → `<hostname>`).
-pub const CUTOVER_TRIGGER: &str = "/var/lib/mms/cutover";
+pub use crate::render::appliance::CUTOVER_TRIGGER;
 /// firstboot's status file.
 pub const FIRSTBOOT_STATUS: &str = "/var/lib/mms/firstboot.json";
 
