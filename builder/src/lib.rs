@@ -11,4 +11,5 @@ pub mod images;
 pub mod proxmox;
 pub mod render;
 pub mod secrets;
+pub mod write;
 pub mod yaml;
