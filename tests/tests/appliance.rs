@@ -601,7 +601,7 @@ impl Run {
             &format!("sqlite3 {db} \"INSERT OR REPLACE INTO markers VALUES ('appliance-test', 'before-backup')\""),
         )?;
         // Bounded: a hang in the VM must fail the test with evidence, not stall CI.
-        let out = vm.sh("timeout 900 mms-backupd backup --all 2>&1")?;
+        let out = vm.sh("timeout 300 mms-backupd backup --all 2>&1")?;
         say(
             self.t0,
             &format!(
@@ -689,7 +689,7 @@ impl Run {
         ))?;
         let out = vm.exec_with_input(
             &format!(
-                "timeout 600 mms-backupd restore --service radarr --archive {} --identity - 2>&1",
+                "timeout 300 mms-backupd restore --service radarr --archive {} --identity - 2>&1",
                 archive.trim()
             ),
             &identity,
