@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand.
 
+mod backup;
 mod check;
 mod schema;
 mod secrets;
@@ -51,6 +52,13 @@ pub enum Command {
         #[arg(value_enum, default_value = "site")]
         kind: schema::Kind,
     },
+    /// Back up the appliance's services now (runs mms-backupd on the VM over SSH).
+    Backup(backup::BackupArgs),
+    /// Restore a service on the appliance from an archive; the identity (--identity) is
+    /// streamed over SSH and never stored on the VM.
+    Restore(backup::RestoreArgs),
+    /// List the archives on the appliance.
+    Backups(backup::BackupsArgs),
     /// Print shell completions for SHELL to stdout.
     Completions {
         /// The shell to complete for.
@@ -65,6 +73,11 @@ impl Cli {
             Command::Check => check::run(&self.config, self.identity.as_deref()),
             Command::Secrets(cmd) => cmd.run(&self.config, self.identity.as_deref()),
             Command::Schema { kind } => schema::run(kind),
+            Command::Backup(args) => backup::run_backup(&self.config, &args),
+            Command::Restore(args) => {
+                backup::run_restore(&self.config, self.identity.as_deref(), &args)
+            }
+            Command::Backups(args) => backup::run_backups(&self.config, &args),
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,
