@@ -117,12 +117,13 @@ fn stream_error(archive: &Path, e: UnpackError) -> anyhow::Error {
     }
 }
 
-/// Opens, decrypts, unpacks and verifies; the caller owns the staging locations.
+/// Opens, decrypts, unpacks and verifies; the caller owns the staging locations. SQLite
+/// databases are checked while the rest of the stream is still being extracted.
 fn extract(
     archive: &Path,
     ids: &[Box<dyn age::Identity>],
     route: &Route,
-) -> Result<(Unpacked, bool)> {
+) -> Result<(Unpacked, bool, Vec<PathBuf>)> {
     let file = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let manifest = store::read_manifest(&PathBuf::from(format!(
@@ -140,8 +141,29 @@ fn extract(
             other => anyhow!("cannot open {}: {other}", archive.display()),
         })?;
     let hash = opened.hash.clone();
-    let out = unpack::unpack(opened.tar, route, Limits::from_env())
-        .map_err(|e| stream_error(archive, e))?;
+    let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+    let checker = std::thread::Builder::new()
+        .name("sqlite-check".into())
+        .spawn(move || -> Result<Vec<PathBuf>> {
+            let mut ok = Vec::new();
+            for db in rx {
+                check_one(&db)?;
+                ok.push(db);
+            }
+            Ok(ok)
+        })
+        .context("cannot start the SQLite checker")?;
+    let unpacked = unpack::unpack_with(opened.tar, route, Limits::from_env(), &mut |p: &Path| {
+        if is_sqlite(p) {
+            let _ = tx.send(p.to_path_buf());
+        }
+    });
+    drop(tx);
+    let checked_dbs = checker
+        .join()
+        .unwrap_or_else(|_| Err(anyhow!("SQLite checker panicked")));
+    let out = unpacked.map_err(|e| stream_error(archive, e))?;
+    let databases = checked_dbs?;
     progress.finish();
     let mut checked = false;
     if let Some(m) = manifest {
@@ -156,41 +178,45 @@ fn extract(
         }
         checked = true;
     }
-    Ok((out, checked))
+    Ok((out, checked, databases))
 }
 
-/// Runs `PRAGMA integrity_check` on every restored SQLite database (by magic header).
+fn is_sqlite(f: &Path) -> bool {
+    let mut head = [0u8; 16];
+    File::open(f)
+        .and_then(|mut h| h.read_exact(&mut head))
+        .is_ok()
+        && &head == b"SQLite format 3\0"
+}
+
+/// Runs `PRAGMA integrity_check` on every SQLite database (found by its magic header)
+/// among `files`; fails on the first that is not "ok".
 pub fn check_sqlite(files: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut dbs = Vec::new();
-    for f in files {
-        let mut head = [0u8; 16];
-        let is_db = File::open(f)
-            .and_then(|mut h| h.read_exact(&mut head))
-            .is_ok()
-            && &head == b"SQLite format 3\0";
-        if !is_db {
-            continue;
-        }
-        let uri = format!("file:{}?mode=ro", f.display());
-        let flags =
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
-        let conn = rusqlite::Connection::open_with_flags(&uri, flags)
-            .or_else(|_| rusqlite::Connection::open(f))
-            .with_context(|| format!("restored database {} cannot be opened", f.display()))?;
-        let rows: Vec<String> = conn
-            .prepare("PRAGMA integrity_check")
-            .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
-            .with_context(|| format!("restored database {} failed integrity_check", f.display()))?;
-        if rows != ["ok"] {
-            bail!(
-                "restored database {} failed integrity_check: {}",
-                f.display(),
-                rows.join("; ")
-            );
-        }
-        dbs.push(f.clone());
+    let dbs: Vec<PathBuf> = files.iter().filter(|f| is_sqlite(f)).cloned().collect();
+    for db in &dbs {
+        check_one(db)?;
     }
     Ok(dbs)
+}
+
+fn check_one(f: &Path) -> Result<()> {
+    let uri = format!("file:{}?mode=ro", f.display());
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    let conn = rusqlite::Connection::open_with_flags(&uri, flags)
+        .or_else(|_| rusqlite::Connection::open(f))
+        .with_context(|| format!("restored database {} cannot be opened", f.display()))?;
+    let rows: Vec<String> = conn
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+        .with_context(|| format!("restored database {} failed integrity_check", f.display()))?;
+    if rows != ["ok"] {
+        bail!(
+            "restored database {} failed integrity_check: {}",
+            f.display(),
+            rows.join("; ")
+        );
+    }
+    Ok(())
 }
 
 fn owner_if_needed(cfg: &Config, root: &Path) -> Result<()> {
@@ -271,8 +297,7 @@ fn restore_to(
         }
     };
     let result = (|| {
-        let (mut out, checked) = extract(archive, ids, &Route::All(dir.to_path_buf()))?;
-        let databases = check_sqlite(&out.files)?;
+        let (mut out, checked, databases) = extract(archive, ids, &Route::All(dir.to_path_buf()))?;
         out.finish().context("applying modes and mtimes")?;
         if let Ok(rd) = fs::read_dir(dir) {
             for e in rd.flatten() {
@@ -344,8 +369,7 @@ fn restore_live(
         spool_dir,
     };
     // 1. Everything that can fail without touching the live tree.
-    let (mut out, checked) = extract(archive, ids, &route)?;
-    let databases = check_sqlite(&out.files)?;
+    let (mut out, checked, databases) = extract(archive, ids, &route)?;
     out.finish().context("applying modes and mtimes")?;
     staging.items.retain(|(_, staged, live)| {
         let present = staged.exists();

@@ -151,6 +151,17 @@ fn inside(from_dir: &Path, target: &Path) -> Option<PathBuf> {
 /// Extracts `reader` (a tar stream) strictly, then drains it to EOF (only zero padding may
 /// follow the end of the archive) so the age final chunk and zstd checksum are verified.
 pub fn unpack<R: Read>(reader: R, route: &Route, limits: Limits) -> Result<Unpacked, UnpackError> {
+    unpack_with(reader, route, limits, &mut |_| {})
+}
+
+/// [`unpack`], calling `after_file` with each regular file once its content is written
+/// (restore starts SQLite checks there while the rest of the stream is extracted).
+pub fn unpack_with<R: Read>(
+    reader: R,
+    route: &Route,
+    limits: Limits,
+    after_file: &mut dyn FnMut(&Path),
+) -> Result<Unpacked, UnpackError> {
     let mut archive = tar::Archive::new(reader);
     let mut out = Unpacked::default();
     let mut seen: HashSet<PathBuf> = HashSet::new();
@@ -363,6 +374,8 @@ pub fn unpack<R: Read>(reader: R, route: &Route, limits: Limits) -> Result<Unpac
                         .into());
                     }
                     f.set_permissions(fs::Permissions::from_mode(mode.unwrap_or(0o644)))?;
+                    drop(f);
+                    after_file(&dest);
                     files.insert(rel.clone());
                     out.files.push(dest.clone());
                     out.deferred.push((dest, None, mtime));
