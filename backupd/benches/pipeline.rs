@@ -42,7 +42,7 @@ fn generate(root: &Path, mib: u64) {
         )
         .unwrap();
     }
-    let db_bytes = mib * 3 / 10 << 20;
+    let db_bytes = (mib * 3 / 10) << 20;
     let db_count = 3u64;
     for n in 0..db_count {
         let conn = rusqlite::Connection::open(dbs.join(format!("app{n}.db"))).unwrap();
