@@ -141,13 +141,16 @@ fn extract(
             other => anyhow!("cannot open {}: {other}", archive.display()),
         })?;
     let hash = opened.hash.clone();
+    let started = std::time::Instant::now();
     let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
     let checker = std::thread::Builder::new()
         .name("sqlite-check".into())
         .spawn(move || -> Result<Vec<PathBuf>> {
             let mut ok = Vec::new();
             for db in rx {
+                let t = std::time::Instant::now();
                 check_one(&db)?;
+                tracing::debug!("integrity_check of {} took {:?}", db.display(), t.elapsed());
                 ok.push(db);
             }
             Ok(ok)
@@ -159,11 +162,13 @@ fn extract(
         }
     });
     drop(tx);
+    tracing::debug!("extraction finished after {:?}", started.elapsed());
     let checked_dbs = checker
         .join()
         .unwrap_or_else(|_| Err(anyhow!("SQLite checker panicked")));
     let out = unpacked.map_err(|e| stream_error(archive, e))?;
     let databases = checked_dbs?;
+    tracing::debug!("SQLite checks finished after {:?}", started.elapsed());
     progress.finish();
     let mut checked = false;
     if let Some(m) = manifest {

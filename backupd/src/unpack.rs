@@ -168,6 +168,7 @@ pub fn unpack_with<R: Read>(
     let mut symlinks: HashSet<PathBuf> = HashSet::new();
     let mut files: HashSet<PathBuf> = HashSet::new();
     let mut dirs: HashSet<PathBuf> = HashSet::new();
+    let mut buf = vec![0u8; 1 << 20];
     {
         let entries = archive.entries()?;
         for entry in entries {
@@ -365,7 +366,7 @@ pub fn unpack_with<R: Read>(
                         .create_new(true)
                         .mode(0o600)
                         .open(&dest)?;
-                    let n = io::copy(&mut (&mut entry).take(size), &mut f)?;
+                    let n = copy_big(&mut (&mut entry).take(size), &mut f, &mut buf)?;
                     if n != size {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -398,6 +399,27 @@ pub fn unpack_with<R: Read>(
         }
     }
     Ok(out)
+}
+
+/// `io::copy` with a large buffer: few, big writes (io::copy uses 8 KiB here).
+fn copy_big(r: &mut impl Read, w: &mut impl io::Write, buf: &mut [u8]) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match r.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(total);
+        }
+        w.write_all(&buf[..filled])?;
+        total += filled as u64;
+    }
 }
 
 fn add_bytes(out: &mut Unpacked, n: u64, limits: Limits) -> Result<(), UnpackError> {
