@@ -20,9 +20,9 @@ use crate::config::{Config, ServiceConfig};
 use crate::pipeline::{self, OpenError};
 use crate::report::{self, Progress};
 use crate::store::{self, RunLock};
-use crate::systemd::{Systemd, UnitGuard};
+use crate::systemd::Systemd;
 use crate::unpack::{self, Limits, Route, UnpackError, Unpacked};
-use crate::{crypto, dump, naming};
+use crate::{backup, crypto, dump, naming};
 
 /// Environment variable: seconds to wait for the unit to become active after a restore.
 pub const HEALTH_TIMEOUT_ENV: &str = "MMS_BACKUPD_HEALTH_TIMEOUT";
@@ -404,15 +404,18 @@ fn restore_live(
         Some(_) => Some(Systemd::connect(cfg.user.uid)?),
         None => None,
     };
+    backup::recover_stopped_units(cfg, systemd.as_ref())?;
     let guard = match (&svc.unit, &systemd) {
-        (Some(u), Some(sd)) => Some(UnitGuard::stop(sd, u)?),
+        (Some(u), Some(sd)) => Some(backup::stop_recorded(&cfg.target, sd, u)?),
         _ => None,
     };
     if let (Some(d), Some((spool, _))) = (&svc.dump, out.special.take()) {
         dump::restore_dump(d, cfg.user, spool)?;
     }
     let swapped = swap_all(&staging)?;
-    let started = guard.map(UnitGuard::restart).transpose();
+    let started = guard
+        .map(|g| backup::restart_recorded(&cfg.target, g))
+        .transpose();
     let healthy = started.and_then(|_| match (&svc.unit, &systemd) {
         (Some(u), Some(sd)) => sd.wait_active(u, health_timeout()),
         _ => Ok(()),
@@ -422,11 +425,13 @@ fn restore_live(
             "service did not come back after the restore: {e:#}; putting the previous data back"
         );
         let sd_guard = match (&svc.unit, &systemd) {
-            (Some(u), Some(sd)) => UnitGuard::stop(sd, u).ok(),
+            (Some(u), Some(sd)) => backup::stop_recorded(&cfg.target, sd, u).ok(),
             _ => None,
         };
         let back = swap_back(&staging, &swapped);
-        let restarted = sd_guard.map(UnitGuard::restart).transpose();
+        let restarted = sd_guard
+            .map(|g| backup::restart_recorded(&cfg.target, g))
+            .transpose();
         back.context("swapping the previous data back")?;
         restarted.context("starting the unit with the previous data")?;
         return Err(

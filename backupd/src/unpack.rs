@@ -173,6 +173,7 @@ pub fn unpack_with<R: Read>(
         let entries = archive.entries()?;
         for entry in entries {
             let mut entry = entry?;
+            crate::signals::check()?;
             out.entries += 1;
             if out.entries > limits.max_entries {
                 return Err(UnpackError::Archive(format!(
