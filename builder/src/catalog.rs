@@ -5,7 +5,7 @@
 //! in the repository's `services/` folder are compiled into `mms-build`; a
 //! `services/` folder beside `mms.yml` adds site-local services or replaces a
 //! built-in one with the same name. Parsing and checking are pure; only
-//! [`Catalog::load_dir`] reads files.
+//! [`Catalog::load_with_dir`] reads files.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -230,7 +230,8 @@ pub struct MigrateDef {
     /// systemd units to stop on the source before copying.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub units: Vec<String>,
-    /// Source directory → sub-directory of the new config dir (`.` = the dir itself).
+    /// Source directory → where it lands: a sub-directory of the new config dir
+    /// (`.` = the dir itself), or an absolute path at or below `/data`.
     pub paths: BTreeMap<String, String>,
     /// SQLite files (relative to the new config dir) to integrity-check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -504,9 +505,15 @@ pub fn check_service(def: &ServiceDef) -> Vec<String> {
             d.container
         ));
     }
-    for src in def.migrate.paths.keys() {
+    for (src, to) in &def.migrate.paths {
         if !src.starts_with('/') {
             errs.push(format!("migrate.paths: source {src:?} must be absolute"));
+        }
+        let data = to == "/data" || to.starts_with("/data/");
+        if (to.starts_with('/') && !data) || to.split('/').any(|p| p == "..") {
+            errs.push(format!(
+                "migrate.paths: target {to:?} must be relative to the config dir or at or below /data, without .."
+            ));
         }
     }
     errs

@@ -12,4 +12,5 @@ pub mod proxmox;
 pub mod remote;
 pub mod render;
 pub mod secrets;
+pub mod write;
 pub mod yaml;

@@ -96,6 +96,7 @@ pub const ALWAYS: &[(&str, &str)] = &[
 pub fn known_names(catalog: &Catalog) -> BTreeSet<String> {
     let mut names: BTreeSet<String> = ALWAYS.iter().map(|(n, _)| n.to_string()).collect();
     names.insert("migrate_ssh_key".into());
+    names.insert("backup_identity".into());
     for s in catalog.iter() {
         names.extend(s.secrets.iter().cloned());
     }
@@ -119,6 +120,13 @@ pub fn required(site: &Site, catalog: &Catalog) -> Vec<(String, String)> {
         out.push((
             "migrate_ssh_key".into(),
             "migrate.from (SSH private key for the old host)".into(),
+        ));
+    } else if !site.backup.recipients.is_empty() {
+        // A first build without `migrate:` restores the newest backup; the VM
+        // gets this age identity once, to decrypt it, and deletes it.
+        out.push((
+            "backup_identity".into(),
+            "a first-build restore of the encrypted backups (an age identity matching backup.recipients)".into(),
         ));
     }
     out

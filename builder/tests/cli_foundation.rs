@@ -147,7 +147,7 @@ fn secrets_init_show_names_and_edit() {
     let plain = dir.path().join("plain.yml");
     std::fs::write(
         &plain,
-        "proxmox_token_secret: \"tok-123\"\ntailscale_auth_key: \"tskey-abc\"\nimmich_db_password: \"Passw0rd\"\n",
+        "proxmox_token_secret: \"tok-123\"\ntailscale_auth_key: \"tskey-abc\"\nimmich_db_password: \"Passw0rd\"\nbackup_identity: \"AGE-SECRET-KEY-1X\"\n",
     )
     .unwrap();
     let o = mms(&[
@@ -289,6 +289,7 @@ fn check_reports_missing_and_invalid_secrets() {
         .args(["check", "-c", cfgs, "-i", ids])
         .env("MMS_SECRET_TAILSCALE_AUTH_KEY", "tskey-env")
         .env("MMS_SECRET_IMMICH_DB_PASSWORD", "Good1")
+        .env("MMS_SECRET_BACKUP_IDENTITY", "AGE-SECRET-KEY-1X")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));

@@ -470,6 +470,17 @@ impl Config {
         if self.user.uid == 0 || self.user.gid == 0 {
             p.push("user: uid and gid must not be 0 (services run rootless)".into());
         }
+        let h = &self.tailscale.hostname;
+        if h.is_empty()
+            || h.len() > 63
+            || h.starts_with('-')
+            || h.ends_with('-')
+            || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            p.push(format!(
+                "tailscale.hostname: {h:?} must be 1-63 letters, digits and inner `-` (RFC 1123)"
+            ));
+        }
         if !is_file_name(&self.tailscale.auth_key_secret) {
             p.push(format!(
                 "tailscale.auth_key_secret: {:?} must be a plain file name",
@@ -703,6 +714,49 @@ impl Config {
                     postgres: None,
                 },
                 Service {
+                    name: "jellyfin".into(),
+                    units: vec!["jellyfin.service".into()],
+                    config_dir: PathBuf::from("/home/mms/config/jellyfin"),
+                    health: Health {
+                        url: "http://127.0.0.1:8096/health".into(),
+                        expect_status: 200,
+                        expect_body: Some("Healthy".into()),
+                        start_period_s: 180,
+                        interval_s: 10,
+                    },
+                    // Debian package layout → linuxserver layout; the layout rewrites
+                    // (/etc/jellyfin → /config, /var/lib/jellyfin → /config/data) are derived.
+                    migrate: Some(Migrate {
+                        app: None,
+                        host: None,
+                        source_units: vec!["jellyfin.service".into()],
+                        sources: vec![
+                            SourceDir {
+                                from: PathBuf::from("/etc/jellyfin"),
+                                to: PathBuf::from("."),
+                            },
+                            SourceDir {
+                                from: PathBuf::from("/var/lib/jellyfin"),
+                                to: PathBuf::from("data"),
+                            },
+                        ],
+                        sqlite: vec![PathBuf::from("data/data/jellyfin.db")],
+                        container_config: default_container_config(),
+                        rewrites: vec![
+                            Rewrite {
+                                from: "/var/cache/jellyfin".into(),
+                                to: "/config/cache".into(),
+                            },
+                            Rewrite {
+                                from: "/movies".into(),
+                                to: "/data/media/movies".into(),
+                            },
+                        ],
+                    }),
+                    podman_secrets: BTreeMap::new(),
+                    postgres: None,
+                },
+                Service {
                     name: "immich".into(),
                     units: vec![
                         "immich-postgres.service".into(),
@@ -888,6 +942,7 @@ mod tests {
     fn invalid_values_are_all_reported() {
         let mut c = Config::example();
         c.user.uid = 0;
+        c.tailscale.hostname = "bad_name".into();
         c.services[0].config_dir = PathBuf::from("relative");
         c.services[0].units.push("nounit".into());
         c.services[1]
@@ -900,7 +955,7 @@ mod tests {
                 to: "/data".into(),
             });
         let p = c.validate();
-        assert_eq!(p.len(), 4, "{p:#?}");
+        assert_eq!(p.len(), 5, "{p:#?}");
         assert!(
             p.iter()
                 .any(|m| m.contains("services[0] (prowlarr).config_dir"))

@@ -25,6 +25,7 @@ pub fn phase_message_id(phase: Phase) -> &'static str {
 
 /// Logs a phase change (with its `MESSAGE_ID` on journald).
 pub fn phase_change(phase: Phase) {
+    notify_status(&format!("firstboot: {phase}"));
     tracing::info!(
         message_id = phase_message_id(phase),
         phase = phase.as_str(),
@@ -34,6 +35,7 @@ pub fn phase_change(phase: Phase) {
 
 /// Logs a failed step (with [`STEP_FAILED`] on journald).
 pub fn step_failed(step: &str, message: &str, next: &str) {
+    notify_status(&format!("firstboot: {step} failed"));
     tracing::error!(
         message_id = STEP_FAILED,
         step,
@@ -95,5 +97,46 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 7);
+    }
+}
+
+/// Sends `STATUS=<text>` to systemd (`sd_notify`), so `systemctl status mms-firstboot` shows
+/// the phase. A no-op without `$NOTIFY_SOCKET`; a oneshot unit needs `NotifyAccess=main`.
+pub fn notify_status(text: &str) {
+    if let Some(sock) = std::env::var_os("NOTIFY_SOCKET")
+        && let Err(e) = notify_to(std::path::Path::new(&sock), &format!("STATUS={text}"))
+    {
+        tracing::debug!("sd_notify: {e}");
+    }
+}
+
+/// Sends one notification datagram to `socket` (a path, or `@name` for an abstract socket).
+pub fn notify_to(socket: &std::path::Path, message: &str) -> std::io::Result<()> {
+    use std::os::unix::net::UnixDatagram;
+    let s = UnixDatagram::unbound()?;
+    let text = socket.to_string_lossy();
+    if let Some(name) = text.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+        s.send_to_addr(message.as_bytes(), &addr)?;
+    } else {
+        s.send_to(message.as_bytes(), socket)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod notify_tests {
+    use super::*;
+
+    #[test]
+    fn status_reaches_a_notify_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        notify_to(&path, "STATUS=firstboot: state").unwrap();
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STATUS=firstboot: state");
     }
 }

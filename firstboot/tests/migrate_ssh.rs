@@ -155,7 +155,7 @@ fn old_host() -> OldHost {
     let start = Instant::now();
     while std::net::TcpStream::connect((addr.as_str(), port)).is_err() {
         assert!(
-            start.elapsed() < Duration::from_secs(10),
+            start.elapsed() < Duration::from_secs(30),
             "sshd did not come up on {addr}:{port}"
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -249,8 +249,8 @@ fn make_sources(src: &Path) {
 
     let prowlarr = src.join("var/lib/prowlarr");
     db(&prowlarr.join("prowlarr.db"), &format!("{SERVARR}
-        CREATE TABLE Applications (Id INTEGER PRIMARY KEY, Name TEXT, Settings TEXT);
-        INSERT INTO Applications (Name, Settings) VALUES ('Radarr', '{{\"prowlarrUrl\":\"http://10.0.0.5:9696\",\"baseUrl\":\"http://10.0.0.6:7878\"}}');"));
+        CREATE TABLE Applications (Id INTEGER PRIMARY KEY, Name TEXT, Implementation TEXT, Settings TEXT);
+        INSERT INTO Applications (Name, Implementation, Settings) VALUES ('Radarr', 'Radarr', '{{\"prowlarrUrl\":\"http://10.0.0.5:9696\",\"baseUrl\":\"http://10.0.0.6:7878\"}}');"));
     std::fs::create_dir_all(prowlarr.join("Definitions")).unwrap();
     std::fs::write(prowlarr.join("Definitions/x.yml"), "id: x\n").unwrap();
 
@@ -409,10 +409,7 @@ fn config(host: &OldHost, src: &Path) -> mms_firstboot::config::Config {
                 &["sabnzbd.service"],
                 vec![(src.join("root/.sabnzbd"), ".")],
                 &["admin/history1.db"],
-                rw(&[
-                    ("/root/Downloads", "/data/usenet"),
-                    ("/downloads", "/data/usenet"),
-                ]),
+                rw(&[("/downloads", "/data/usenet")]),
             ),
         ),
         svc(
@@ -512,6 +509,9 @@ fn migration<'a>(
 fn migration_copies_checks_rewrites_and_chowns() {
     let (_host, tmp, ctx) = setup();
     let src_before = tree_hash(&tmp.path().join("src"));
+    // something already on the photos export is kept (no --delete outside staging)
+    std::fs::create_dir_all(ctx.root.join("data/photos")).unwrap();
+    std::fs::write(ctx.root.join("data/photos/already-there.jpg"), "x").unwrap();
     let reports = migration(&ctx, &[]).run().unwrap();
     assert_eq!(reports.len(), 7);
     let cfg = ctx.root.join("home/mms/config");
@@ -537,7 +537,7 @@ fn migration_copies_checks_rewrites_and_chowns() {
     assert_eq!(
         q(&r, "SELECT Settings FROM DownloadClients ORDER BY Id"),
         [
-            "{\"host\": \"10.0.0.9\", \"port\": 7777, \"urlBase\": \"\", \"apiKey\": \"0123\"}",
+            "{\"host\": \"sabnzbd\", \"port\": 8080, \"urlBase\": \"\", \"apiKey\": \"0123\"}",
             "{\"nzbFolder\": \"/data/usenet/nzb\", \"watchFolder\": \"/data/usenet/complete/\"}",
         ]
     );
@@ -548,8 +548,11 @@ fn migration_copies_checks_rewrites_and_chowns() {
         ]
     );
     assert_eq!(
-        q(&r, "SELECT LocalPath FROM RemotePathMappings"),
-        ["/data/usenet/complete/"]
+        q(
+            &r,
+            "SELECT Host || ' ' || RemotePath || ' ' || LocalPath FROM RemotePathMappings"
+        ),
+        ["sabnzbd /data/usenet/complete/ /data/usenet/complete/"]
     );
     assert_eq!(
         q(&cfg.join("radarr/logs.db"), "SELECT Message FROM Logs"),
@@ -580,13 +583,13 @@ fn migration_copies_checks_rewrites_and_chowns() {
         q(&cfg.join("lidarr/lidarr.db"), "SELECT Path FROM TrackFiles"),
         ["/data/media/music/Artist/Album/01.flac"]
     );
-    // Prowlarr: URLs untouched, Definitions copied
+    // Prowlarr: its applications point at the containers now; Definitions copied
     assert_eq!(
         q(
             &cfg.join("prowlarr/prowlarr.db"),
             "SELECT Settings FROM Applications"
         ),
-        ["{\"prowlarrUrl\":\"http://10.0.0.5:9696\",\"baseUrl\":\"http://10.0.0.6:7878\"}"]
+        ["{\"prowlarrUrl\":\"http://prowlarr:9696\",\"baseUrl\":\"http://radarr:7878\"}"]
     );
     assert!(cfg.join("prowlarr/Definitions/x.yml").exists());
 
@@ -653,6 +656,11 @@ fn migration_copies_checks_rewrites_and_chowns() {
     for d in ["library", "upload", "thumbs", "profile"] {
         assert!(photos.join(d).join(".immich").exists(), "{d}/.immich");
     }
+    assert!(photos.join("already-there.jpg").exists());
+    assert!(
+        !cfg.join("immich").exists(),
+        "no config dir made for a service without config sources"
+    );
     for (rel, _) in tree_hash(&photos) {
         let m = std::fs::symlink_metadata(photos.join(&rel)).unwrap();
         assert_eq!((m.uid(), m.gid()), (1100, 1100), "{}", rel.display());
@@ -881,7 +889,7 @@ fn killed_mid_copy_then_rerun_finishes_without_redoing_finished_work() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(20),
+            start.elapsed() < Duration::from_secs(60),
             "copy never started"
         );
         assert!(
@@ -943,4 +951,278 @@ fn killed_mid_copy_then_rerun_finishes_without_redoing_finished_work() {
         "radarr not redone"
     );
     assert!(!staging.exists());
+
+    // --again migrates a finished service anew
+    let out = args(&["--again", "--service", "radarr"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("radarr: copied"));
+    assert_ne!(
+        std::fs::metadata(ctx.root.join("home/mms/config/radarr/radarr.db"))
+            .unwrap()
+            .ino(),
+        radarr_ino
+    );
+}
+
+/// A real PostgreSQL server (the old host's native Immich database), run as `postgres` on a
+/// private socket directory; stopped on drop.
+struct Pg {
+    child: Child,
+    sock: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join("bin").join(name))
+                .filter(|p| p.exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.pop().unwrap_or_else(|| panic!("PostgreSQL `{name}` missing: run `sudo bash scripts/setup-test-env.sh` (40-firstboot.sh installs postgresql)"))
+}
+
+fn postgres() -> Pg {
+    use std::os::unix::process::CommandExt;
+    let pw = nix::unistd::User::from_name("postgres")
+        .unwrap()
+        .expect("user postgres (package postgresql)");
+    let (uid, gid) = (pw.uid.as_raw(), pw.gid.as_raw());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (data, sock) = (dir.path().join("data"), dir.path().join("sock"));
+    for d in [&data, &sock] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(uid), Some(gid)).unwrap();
+    }
+    let st = Command::new(pg_bin("initdb"))
+        .args(["-A", "trust", "-U", "postgres", "-D"])
+        .arg(&data)
+        .uid(uid)
+        .gid(gid)
+        .current_dir("/")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "initdb failed");
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let child = Command::new(pg_bin("postgres"))
+        .arg("-D")
+        .arg(&data)
+        .arg("-k")
+        .arg(&sock)
+        .args(["-c", "listen_addresses=", "-p", &port.to_string()])
+        .uid(uid)
+        .gid(gid)
+        .current_dir("/")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("pg.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let pg = Pg {
+        child,
+        sock,
+        port,
+        _dir: dir,
+    };
+    let start = Instant::now();
+    loop {
+        let ok = Command::new(pg_bin("psql"))
+            .args([
+                "-h",
+                pg.sock.to_str().unwrap(),
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-c",
+                "SELECT 1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "postgres did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pg
+}
+
+#[test]
+fn immich_database_is_dumped_over_ssh_for_the_start_step() {
+    let pg = postgres();
+    let psql = |sql: &str| {
+        let st = Command::new(pg_bin("psql"))
+            .args([
+                "-q",
+                "-h",
+                pg.sock.to_str().unwrap(),
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "{sql}");
+    };
+    psql("CREATE DATABASE immich");
+    let st = Command::new(pg_bin("psql"))
+        .args(["-q", "-h", pg.sock.to_str().unwrap(), "-p", &pg.port.to_string(), "-U", "postgres", "-d", "immich", "-v", "ON_ERROR_STOP=1",
+               "-c", "CREATE TABLE asset (id int, \"originalPath\" text); INSERT INTO asset VALUES (1, '/opt/immich/upload/library/admin/IMG_0001.jpg');"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    let (_host, tmp, mut ctx) = setup();
+    let mut immich = ctx
+        .config
+        .services
+        .iter()
+        .find(|s| s.name == "immich")
+        .unwrap()
+        .clone();
+    immich.units = vec![
+        "immich-postgres.service".into(),
+        "immich-server.service".into(),
+    ];
+    immich.postgres = Some(mms_firstboot::config::Postgres {
+        container: "immich-postgres".into(),
+        unit: "immich-postgres.service".into(),
+        user: "postgres".into(),
+        // the default runs pg_dumpall as postgres on its default socket; this server has its own
+        source_dump_command: format!(
+            "cd / && runuser -u postgres -- {} --clean --if-exists -h {} -p {}",
+            pg_bin("pg_dumpall").display(),
+            pg.sock.display(),
+            pg.port
+        ),
+    });
+    ctx.config.services = vec![immich];
+    let reports = migration(&ctx, &[]).run().unwrap();
+    assert_eq!(reports.len(), 1);
+    let dump = mms_firstboot::migrate::dump_file(&ctx.root, &ctx.config, "immich");
+    let text = std::fs::read_to_string(&dump).unwrap();
+    assert!(
+        text.contains("CREATE DATABASE immich"),
+        "{}",
+        &text[..text.len().min(500)]
+    );
+    assert!(text.contains("/opt/immich/upload/library/admin/IMG_0001.jpg"));
+    assert!(
+        text.contains("SELECT pg_catalog.set_config('search_path', 'public, pg_catalog', true);")
+    );
+    assert!(!text.contains("SELECT pg_catalog.set_config('search_path', '', false);"));
+    assert_eq!(
+        std::fs::metadata(&dump).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(!dump.with_file_name("pg_dumpall.raw").exists());
+    assert!(
+        tmp.path()
+            .join("vm/data/photos/library/admin/2024/IMG_0001.jpg")
+            .exists()
+    );
+}
+
+#[test]
+fn previous_vm_copies_config_dirs_as_they_are() {
+    let host = old_host();
+    let tmp = tempfile::tempdir().unwrap();
+    // The old VM's layout: config dirs at the same absolute paths as on the new VM (here
+    // under the test dir, since both "machines" share this filesystem).
+    let prev = tmp.path().join("prev/config");
+    make_sources(&tmp.path().join("src"));
+    std::fs::create_dir_all(&prev).unwrap();
+    assert!(sh(&[
+        "cp",
+        "-a",
+        tmp.path().join("src/var/lib/radarr").to_str().unwrap(),
+        prev.join("radarr").to_str().unwrap()
+    ]));
+    let mut cfg = base_config();
+    cfg.state = StateSource::Migrate(MigrateFrom {
+        kind: SourceKind::PreviousVm,
+        host: host.addr.clone(),
+        user: "root".into(),
+        port: host.port,
+        ssh_key_secret: "migrate_ssh_key".into(),
+    });
+    for name in ["radarr", "sonarr"] {
+        let mut s = service(
+            name,
+            &[&format!("{name}.service")],
+            "http://127.0.0.1:1/ping",
+        );
+        s.config_dir = prev.join(name);
+        cfg.services.push(s);
+    }
+    let ctx = context(&tmp.path().join("vm"), cfg);
+    deliver(
+        &ctx,
+        "migrate_ssh_key",
+        &std::fs::read_to_string(host.key()).unwrap(),
+    );
+    let reports = migration(&ctx, &[]).run().unwrap();
+    let new_radarr = mms_firstboot::fsutil::under(&ctx.root, &prev.join("radarr"));
+    // same layout: nothing rewritten
+    assert_eq!(
+        q(
+            &new_radarr.join("radarr.db"),
+            "SELECT Path FROM RootFolders ORDER BY Id"
+        ),
+        ["/movies/", "/movies2/"]
+    );
+    assert!(reports[0].rewrites.is_empty(), "{:?}", reports[0].rewrites);
+    assert_eq!(
+        std::fs::metadata(new_radarr.join("radarr.db"))
+            .unwrap()
+            .uid(),
+        1100
+    );
+    assert!(
+        reports[1]
+            .warnings
+            .iter()
+            .any(|w| w.contains("does not exist")),
+        "{:?}",
+        reports[1].warnings
+    );
+    assert!(
+        reports[0]
+            .warnings
+            .iter()
+            .any(|w| w.contains("systemd is not running")),
+        "{:?}",
+        reports[0].warnings
+    );
 }

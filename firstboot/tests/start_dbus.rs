@@ -44,15 +44,16 @@ fn private_bus() -> Bus {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if sock.exists() {
+    // the socket file appears at bind(), before listen(): wait until it accepts
+    for _ in 0..250 {
+        if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
-        sock.exists(),
-        "dbus-daemon did not create {}",
+        std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+        "dbus-daemon does not accept on {}",
         sock.display()
     );
     Bus {
@@ -231,6 +232,24 @@ fn unhealthy_service_fails_the_health_step_and_resumes_there() {
     let before = sd.started.lock().unwrap().len();
     assert!(steps::run(&ctx).is_err());
     assert_eq!(sd.started.lock().unwrap().len(), before);
+}
+
+#[test]
+fn a_damaged_status_file_is_set_aside_and_the_run_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = context(tmp.path(), base_config());
+    let path = tmp.path().join("var/lib/mms/firstboot.json");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "{\"phase\": ").unwrap();
+    // fails later for the missing secret, but with a fresh, valid record
+    assert!(steps::run(&ctx).is_err());
+    assert!(
+        tmp.path()
+            .join("var/lib/mms/firstboot.json.damaged")
+            .exists()
+    );
+    let st = Status::read(&path).unwrap();
+    assert_eq!(st.phase, Phase::WaitSecrets);
 }
 
 #[test]

@@ -133,3 +133,16 @@ fn missing_key_when_not_enrolled_says_what_to_do() {
         e.next_action
     );
 }
+
+#[test]
+fn a_stopped_node_comes_back_up_without_a_key() {
+    let (tmp, ctx) = setup(false);
+    std::fs::write(tmp.path().join("ts/state"), "Stopped\n").unwrap();
+    std::fs::remove_file(ctx.secrets_dir().join("tailscale_auth_key")).unwrap();
+    TailscaleStep.run(&ctx).unwrap();
+    let c = calls(&tmp.path().join("ts"));
+    assert!(
+        c.contains(&"up --hostname=mms --timeout=10s".to_string()),
+        "{c:?}"
+    );
+}

@@ -43,8 +43,9 @@ fn root_is_refused_but_connect_as_the_user_works() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if sock.exists() {
+    // the socket file appears at bind(), before listen(): wait until it accepts
+    for _ in 0..250 {
+        if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -1,6 +1,5 @@
 //! `mms-build check`: every problem of the site config at once.
 
-use crate::config;
 use crate::secrets;
 use crate::yaml::Severity;
 use anyhow::Result;
@@ -8,20 +7,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(config_path: &Path, identity: Option<&Path>) -> Result<ExitCode> {
-    let loaded = match config::load(config_path) {
+    let loaded = match super::load_config(config_path, "") {
         Ok(l) => l,
-        Err(errs) => {
-            for d in &errs.0 {
-                eprintln!("{d}");
-            }
-            let n = errs.errors().count();
-            eprintln!(
-                "{}: {n} error{}",
-                config_path.display(),
-                if n == 1 { "" } else { "s" }
-            );
-            return Ok(ExitCode::from(1));
-        }
+        Err(code) => return Ok(code),
     };
     let mut diags = loaded.warnings.clone();
     let site = &loaded.site;

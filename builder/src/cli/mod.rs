@@ -2,6 +2,7 @@
 
 mod backup;
 mod check;
+pub mod render;
 mod schema;
 mod secrets;
 
@@ -46,6 +47,11 @@ pub enum Command {
     /// Manage the age-encrypted secrets file (secrets.age).
     #[command(subcommand)]
     Secrets(secrets::SecretsCmd),
+    /// Render the appliance (cloud-init user-data, units, seed ISO) into a directory, offline.
+    ///
+    /// Writes user-data, meta-data, network-config (static address only), seed.iso,
+    /// rootfs/PATH-IN-THE-VM and plan.json; prints the bundle's location and hash.
+    Render(render::RenderArgs),
     /// Print a JSON Schema for mms.yml or a services file, for editors.
     Schema {
         /// Which file the schema describes.
@@ -78,6 +84,7 @@ impl Cli {
                 backup::run_restore(&self.config, self.identity.as_deref(), &args)
             }
             Command::Backups(args) => backup::run_backups(&self.config, &args),
+            Command::Render(args) => render::run(&self.config, &args),
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,
@@ -89,6 +96,26 @@ impl Cli {
             }
         }
     }
+}
+
+/// Loads the site config; on errors prints every diagnostic and a summary
+/// line ending in `consequence` (e.g. "nothing rendered") and returns exit 1.
+pub(crate) fn load_config(
+    path: &std::path::Path,
+    consequence: &str,
+) -> Result<crate::config::Loaded, ExitCode> {
+    crate::config::load(path).map_err(|errs| {
+        for d in &errs.0 {
+            eprintln!("{d}");
+        }
+        let n = errs.errors().count();
+        eprintln!(
+            "{}: {n} error{}{consequence}",
+            path.display(),
+            if n == 1 { "" } else { "s" }
+        );
+        ExitCode::from(1)
+    })
 }
 
 #[cfg(test)]

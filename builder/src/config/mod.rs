@@ -2,7 +2,7 @@
 //!
 //! Loading is layered. [`crate::yaml::parse`] turns the text into a tree that
 //! keeps every value's line and column; [`decode`] walks it with the key names
-//! of the documented file model ([`file`]), applies defaults and checks each
+//! of the documented file model ([`mod@file`]), applies defaults and checks each
 //! value; cross-field rules (ports, mounts, serve targets) run last. Every
 //! problem is collected, so one run of `mms-build check` names all of them.
 //! Everything here is pure except [`load`], which reads the file.

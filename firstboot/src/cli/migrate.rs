@@ -10,7 +10,9 @@ use std::process::ExitCode;
 
 /// Copy services' state from an LXC host or the previous VM over SSH + rsync: stop the
 /// source units, copy, integrity-check, rewrite stored paths, fix ownership. Services already
-/// migrated are skipped. Stop the services on this VM first when running it after boot.
+/// migrated are skipped (`--again` migrates them anew). After boot, stop the services on this
+/// VM first (`systemctl --user -M mms@ stop <unit>`) and start them afterwards: their config
+/// dirs are replaced.
 #[derive(Debug, Args)]
 pub struct MigrateCmd {
     /// Source as user@host[:port] (default: `state.migrate` from the config).
@@ -22,6 +24,9 @@ pub struct MigrateCmd {
     /// Only these services (repeatable; default: all with migration settings).
     #[arg(long, value_name = "SERVICE")]
     pub service: Vec<String>,
+    /// Migrate the selected services again even if an earlier run finished them.
+    #[arg(long)]
+    pub again: bool,
     /// List what would be done; change nothing and connect nowhere.
     #[arg(long)]
     pub dry_run: bool,
@@ -106,11 +111,17 @@ impl MigrateCmd {
         };
         let plans = migrate::plan(&config, &from, &self.service)?;
         if self.dry_run {
+            let again = self.again;
             print!(
                 "dry run, nothing changed:\n{}",
-                migrate::describe(&plans, &config, &|s| m.is_done(s))
+                migrate::describe(&plans, &config, &|s| !again && m.is_done(s))
             );
             return Ok(ExitCode::SUCCESS);
+        }
+        if self.again {
+            for p in &plans {
+                m.forget(&p.service)?;
+            }
         }
         for r in m.run()? {
             if r.already_done {

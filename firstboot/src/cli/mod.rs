@@ -29,7 +29,7 @@ pub enum Command {
     Status(status::StatusCmd),
     /// Migrate services' state from an LXC host or the previous VM (the `state` step alone).
     Migrate(migrate::MigrateCmd),
-    /// After cut-over: rename the tailnet node from <hostname>-next to <hostname>.
+    /// After cut-over: rename the tailnet node from `<hostname>-next` to `<hostname>`.
     Cutover(cutover::CutoverCmd),
     /// Print a complete example of /etc/mms/firstboot.yml (the builder writes the real one).
     ExampleConfig,

@@ -92,8 +92,8 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// The remote command that stops `units`: `systemctl stop` on an LXC (skipped with a warning
-/// when the source is not running systemd), the user manager on the previous VM.
+/// The remote command that stops `units`: `systemctl stop` on an LXC, the service user's
+/// manager on the previous VM; skipped with a warning when the source is not running systemd.
 pub fn stop_command(
     kind: SourceKind,
     ssh_user: &str,
@@ -110,13 +110,15 @@ pub fn stop_command(
             "if [ -d /run/systemd/system ]; then systemctl stop -- {list}; \
              else echo 'mms-firstboot: systemd is not running on the source; nothing stopped' >&2; fi"
         ),
-        SourceKind::PreviousVm if ssh_user == "root" => {
-            format!(
-                "systemctl --user -M {}@ stop -- {list}",
-                shell_quote(service_user)
-            )
-        }
-        SourceKind::PreviousVm => format!("systemctl --user stop -- {list}"),
+        SourceKind::PreviousVm if ssh_user == "root" => format!(
+            "if [ -d /run/systemd/system ]; then systemctl --user -M {}@ stop -- {list}; \
+             else echo 'mms-firstboot: systemd is not running on the source; nothing stopped' >&2; fi",
+            shell_quote(service_user)
+        ),
+        SourceKind::PreviousVm => format!(
+            "if [ -d /run/systemd/system ]; then systemctl --user stop -- {list}; \
+             else echo 'mms-firstboot: systemd is not running on the source; nothing stopped' >&2; fi"
+        ),
     })
 }
 
@@ -164,7 +166,22 @@ fn service_plan(config: &Config, from: &MigrateFrom, s: &Service) -> Option<Serv
                 stop_units: m.source_units.clone(),
                 sources: m.sources.clone(),
                 app: m.app.unwrap_or_else(|| App::for_service(&s.name)),
-                rewrites: effective_rewrites(m),
+                rewrites: {
+                    let mut r = effective_rewrites(m);
+                    // SABnzbd's default download dirs (`Downloads/…` under root's home in the
+                    // helper-script LXC) land in the TRaSH layout unless a rule says otherwise.
+                    if m.app.unwrap_or_else(|| App::for_service(&s.name)) == App::Sabnzbd
+                        && !r
+                            .iter()
+                            .any(|x| x.from.trim_end_matches('/') == SAB_OLD_DOWNLOADS)
+                    {
+                        r.push(Rewrite {
+                            from: SAB_OLD_DOWNLOADS.into(),
+                            to: "/data/usenet".into(),
+                        });
+                    }
+                    r
+                },
                 sqlite: m.sqlite.clone(),
                 dump_command,
                 config_dir: s.config_dir.clone(),
@@ -180,12 +197,22 @@ fn service_plan(config: &Config, from: &MigrateFrom, s: &Service) -> Option<Serv
                 .filter(|u| Some(*u) != pg_unit.as_ref())
                 .cloned()
                 .collect();
+            // The containers are the service user's (rootless): as root, run podman as them.
             let dump_command = s.postgres.as_ref().map(|p| {
-                format!(
+                let podman = format!(
                     "podman exec {} pg_dumpall --clean --if-exists --username={}",
                     shell_quote(&p.container),
                     shell_quote(&p.user)
-                )
+                );
+                if from.user == "root" {
+                    format!(
+                        "cd / && runuser -u {} -- env XDG_RUNTIME_DIR=/run/user/{} {podman}",
+                        shell_quote(&config.user.name),
+                        config.user.uid
+                    )
+                } else {
+                    podman
+                }
             });
             Some(ServicePlan {
                 service: s.name.clone(),
@@ -209,6 +236,22 @@ fn service_plan(config: &Config, from: &MigrateFrom, s: &Service) -> Option<Serv
         }
     }
 }
+
+/// Each configured service's container name and port on the new VM (from its health URL).
+pub fn endpoints(config: &Config) -> sqlite::Endpoints {
+    config
+        .services
+        .iter()
+        .filter_map(|s| {
+            crate::steps::health::parse_url(&s.health.url)
+                .ok()
+                .map(|u| (s.name.clone(), u.port))
+        })
+        .collect()
+}
+
+/// SABnzbd's default download root in a helper-script LXC (`$HOME/Downloads`, run as root).
+pub const SAB_OLD_DOWNLOADS: &str = "/root/Downloads";
 
 /// The explicit rewrites plus the layout rewrites derived from the source dirs
 /// (`from` → `<container_config>/<to>` for each relative `to`); explicit ones win.
@@ -244,13 +287,10 @@ pub fn describe(plans: &[ServicePlan], config: &Config, done: &dyn Fn(&str) -> b
             let _ = writeln!(out, "  already migrated (marker present); nothing to do");
             continue;
         }
-        match &p.stop_command {
-            Some(c) => {
-                let _ = writeln!(out, "  stop on source: {} ({c})", p.stop_units.join(", "));
-            }
-            None => {
-                let _ = writeln!(out, "  stop on source: nothing configured");
-            }
+        if p.stop_command.is_some() {
+            let _ = writeln!(out, "  stop on source: {}", p.stop_units.join(", "));
+        } else {
+            let _ = writeln!(out, "  stop on source: nothing configured");
         }
         if let Some(d) = &p.dump_command {
             let _ = writeln!(out, "  dump Postgres on source: {d}");
@@ -289,13 +329,17 @@ pub fn describe(plans: &[ServicePlan], config: &Config, done: &dyn Fn(&str) -> b
                 rules.join(", ")
             );
         }
-        let _ = writeln!(
-            out,
-            "  chown -R {}:{} and install as {}",
-            config.user.uid,
-            config.user.gid,
-            p.config_dir.display()
-        );
+        let (uid, gid) = (config.user.uid, config.user.gid);
+        if p.sources.iter().any(|s| !s.to.is_absolute()) {
+            let _ = writeln!(
+                out,
+                "  chown -R {uid}:{gid} and install as {}",
+                p.config_dir.display()
+            );
+        }
+        for s in p.sources.iter().filter(|s| s.to.is_absolute()) {
+            let _ = writeln!(out, "  chown -R {uid}:{gid} {}", s.to.display());
+        }
     }
     if plans.is_empty() {
         out.push_str("nothing to migrate\n");
@@ -308,7 +352,7 @@ fn target_of(config_dir: &Path, s: &SourceDir) -> PathBuf {
     if s.to.is_absolute() {
         s.to.clone()
     } else {
-        config_dir.join(&s.to)
+        under(config_dir, &s.to)
     }
 }
 
@@ -339,6 +383,16 @@ impl Migration<'_> {
         under(self.root, &self.config.paths.state_dir)
             .join("migrate")
             .join(service)
+    }
+
+    /// Forgets every marker of `service` (copies, dump, done) so the next run migrates it
+    /// again from scratch (`mms-firstboot migrate --again`).
+    pub fn forget(&self, service: &str) -> Result<()> {
+        let d = self.marker_dir(service);
+        if d.exists() {
+            fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
+        }
+        Ok(())
     }
 
     /// True when `service` was migrated completely by an earlier run.
@@ -410,14 +464,20 @@ impl Migration<'_> {
             ..Default::default()
         };
         let mdir = self.marker_dir(&p.service);
+        let config_dir = under(self.root, &p.config_dir);
+        let staging = sibling(&config_dir, ".mms-staging");
+        let build = sibling(&config_dir, ".mms-build");
         if mdir.join("done").exists() {
+            // An interruption right after `done` can leave the scratch copies behind.
+            for d in [&staging, &build, &sibling(&config_dir, ".mms-old")] {
+                if d.exists() {
+                    fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
+                }
+            }
             report.already_done = true;
             return Ok(report);
         }
         fs::create_dir_all(&mdir).with_context(|| format!("creating {}", mdir.display()))?;
-        let config_dir = under(self.root, &p.config_dir);
-        let staging = sibling(&config_dir, ".mms-staging");
-        let build = sibling(&config_dir, ".mms-build");
 
         // 1. stop the source units
         if let Some(cmd) = &p.stop_command {
@@ -450,9 +510,26 @@ impl Migration<'_> {
             } else {
                 under(&staging, &src.to)
             };
+            if self.from.kind == SourceKind::PreviousVm {
+                // A service that never wrote a config dir on the old VM has nothing to bring.
+                let test = format!("test -d {}", shell_quote(&src.from.display().to_string()));
+                let out = exec::run(&mut self.ssh(&p.host, &test), Duration::from_secs(120))
+                    .with_context(|| format!("checking {} on {}", src.from.display(), p.host))?;
+                if out.status.code() == Some(1) {
+                    report.warnings.push(format!(
+                        "{} does not exist on {}; nothing copied",
+                        src.from.display(),
+                        p.host
+                    ));
+                    touch(&marker)?;
+                    continue;
+                }
+            }
             fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
             tracing::info!(service = %p.service, from = %src.from.display(), to = %dest.display(), "rsync");
-            self.rsync(&p.host, &src.from, &dest)?;
+            // --delete only inside our own staging dir: an absolute target (the photos
+            // export) may hold files that are not on the source.
+            self.rsync(&p.host, &src.from, &dest, !src.to.is_absolute())?;
             touch(&marker)?;
         }
 
@@ -484,31 +561,20 @@ impl Migration<'_> {
                 .push(db.strip_prefix(&staging).unwrap_or(db).to_path_buf());
         }
 
-        // 5. build from pristine staging, rewrite, re-check
-        if build.exists() {
-            fs::remove_dir_all(&build).with_context(|| format!("removing {}", build.display()))?;
-        }
-        if staging.exists() {
-            link_tree(&staging, &build)?;
-        } else {
-            fs::create_dir_all(&build)?;
-        }
-        let rw = Rewriter::new(&p.rewrites);
-        report.rewrites = rewrite_tree(&build, p.app, &rw, &self.config.tailscale.hostname)?;
-        let mut listing = String::new();
-        for r in &report.rewrites {
-            tracing::info!(service = %p.service, "rewrite {r}");
-            listing.push_str(r);
-            listing.push('\n');
-        }
-        crate::fsutil::write_atomic(&mdir.join("rewrites.txt"), listing.as_bytes(), 0o600)?;
-        for db in sqlite_files(&build)? {
-            sqlite::integrity_check(&db)?;
-        }
-
-        // 6. ownership
+        // Only sources with a relative target go through the config dir; a service whose
+        // sources all land elsewhere (Immich's upload tree) leaves its config dir alone.
+        let into_config_dir = p.sources.iter().any(|s| !s.to.is_absolute());
         let (uid, gid) = (self.config.user.uid, self.config.user.gid);
-        chown_tree(&build, uid, gid)?;
+        let old = sibling(&config_dir, ".mms-old");
+        if into_config_dir {
+            report.rewrites = self.build_and_install(p, &staging, &build, &config_dir, &old)?;
+            let mut listing = String::new();
+            for r in &report.rewrites {
+                listing.push_str(r);
+                listing.push('\n');
+            }
+            crate::fsutil::write_atomic(&mdir.join("rewrites.txt"), listing.as_bytes(), 0o600)?;
+        }
         for src in p.sources.iter().filter(|s| s.to.is_absolute()) {
             chown_tree(&under(self.root, &src.to), uid, gid).map_err(|e| {
                 anyhow!(
@@ -516,21 +582,6 @@ impl Migration<'_> {
                 )
             })?;
         }
-
-        // 7. swap in
-        if let Some(parent) = config_dir.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let old = sibling(&config_dir, ".mms-old");
-        if old.exists() {
-            fs::remove_dir_all(&old)?;
-        }
-        if config_dir.exists() {
-            fs::rename(&config_dir, &old)
-                .with_context(|| format!("moving {} aside", config_dir.display()))?;
-        }
-        fs::rename(&build, &config_dir)
-            .with_context(|| format!("installing {}", config_dir.display()))?;
         touch(&mdir.join("done"))?;
         for d in [&old, &staging] {
             if d.exists() {
@@ -540,7 +591,55 @@ impl Migration<'_> {
         Ok(report)
     }
 
-    fn rsync(&self, host: &str, from: &Path, dest: &Path) -> Result<()> {
+    /// Steps 5–7 for the config dir: build from the pristine staging copy, rewrite, re-check,
+    /// chown, swap in. Returns the rewrite listing.
+    fn build_and_install(
+        &self,
+        p: &ServicePlan,
+        staging: &Path,
+        build: &Path,
+        config_dir: &Path,
+        old: &Path,
+    ) -> Result<Vec<String>> {
+        if build.exists() {
+            fs::remove_dir_all(build).with_context(|| format!("removing {}", build.display()))?;
+        }
+        if staging.exists() {
+            link_tree(staging, build)?;
+        } else {
+            fs::create_dir_all(build)?;
+        }
+        let rw = Rewriter::new(&p.rewrites);
+        let rewrites = rewrite_tree(
+            build,
+            p.app,
+            &rw,
+            &self.config.tailscale.hostname,
+            &endpoints(self.config),
+        )?;
+        for r in &rewrites {
+            tracing::info!(service = %p.service, "rewrite {r}");
+        }
+        for db in sqlite_files(build)? {
+            sqlite::integrity_check(&db)?;
+        }
+        chown_tree(build, self.config.user.uid, self.config.user.gid)?;
+        if let Some(parent) = config_dir.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        if old.exists() {
+            fs::remove_dir_all(old)?;
+        }
+        if config_dir.exists() {
+            fs::rename(config_dir, old)
+                .with_context(|| format!("moving {} aside", config_dir.display()))?;
+        }
+        fs::rename(build, config_dir)
+            .with_context(|| format!("installing {}", config_dir.display()))?;
+        Ok(rewrites)
+    }
+
+    fn rsync(&self, host: &str, from: &Path, dest: &Path, delete: bool) -> Result<()> {
         let e = std::iter::once(self.ssh.display().to_string())
             .chain(self.ssh_opts())
             .map(|a| shell_quote(&a))
@@ -555,6 +654,9 @@ impl Migration<'_> {
             d.push('/');
         }
         let mut cmd = Command::new(&self.rsync);
+        if delete {
+            cmd.arg("--delete");
+        }
         if let Some(kib) = self.bwlimit_kib {
             cmd.arg(format!("--bwlimit={kib}"));
         }
@@ -563,7 +665,6 @@ impl Migration<'_> {
                 "-a",
                 "-s",
                 "--numeric-ids",
-                "--delete",
                 "--partial-dir=.rsync-partial",
                 "-e",
                 &e,
@@ -765,7 +866,13 @@ pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
 }
 
 /// Applies the app's stored-path rewrites inside `dir`; returns one line per rewrite.
-fn rewrite_tree(dir: &Path, app: App, rw: &Rewriter, ts_hostname: &str) -> Result<Vec<String>> {
+fn rewrite_tree(
+    dir: &Path,
+    app: App,
+    rw: &Rewriter,
+    ts_hostname: &str,
+    eps: &sqlite::Endpoints,
+) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     let mut text_file =
         |rel: &Path, f: &dyn Fn(&str, &mut Vec<Change>) -> Option<String>| -> Result<()> {
@@ -840,7 +947,9 @@ fn rewrite_tree(dir: &Path, app: App, rw: &Rewriter, ts_hostname: &str) -> Resul
         if !path.exists() {
             continue;
         }
-        for c in sqlite::rewrite_db(&path, &columns, rw)? {
+        let mut changes = sqlite::rewrite_db(&path, &columns, rw)?;
+        changes.extend(sqlite::rewrite_endpoints(&path, app, eps)?);
+        for c in changes {
             lines.push(format!(
                 "{db}: {} row {}: {} -> {}",
                 c.column, c.rowid, c.change.old, c.change.new
@@ -889,10 +998,9 @@ mod tests {
             3,
             "postgres keeps running for the dump"
         );
-        assert_eq!(
-            p[0].stop_command.as_deref().unwrap(),
-            "systemctl --user stop -- immich-redis.service immich-machine-learning.service immich-server.service"
-        );
+        assert!(p[0].stop_command.as_deref().unwrap().contains(
+            "systemctl --user stop -- immich-redis.service immich-machine-learning.service immich-server.service;"
+        ));
         assert!(
             p[0].dump_command
                 .as_deref()

@@ -456,3 +456,113 @@ mod tests {
         }
     }
 }
+
+/// Replaces the value of the top-level member `key` of a JSON object with the JSON literal
+/// `new` (e.g. `"\"sabnzbd\""` or `8080`), keeping every other byte; `None` when `text` is not
+/// an object with that key, or the value is already `new`.
+pub fn json_set_member(text: &str, key: &str, new: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    v.as_object()?.get(key)?;
+    let b = text.as_bytes();
+    let mut i = text.find('{')? + 1;
+    let skip_ws = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let string_end = |mut i: usize| {
+        // i at the opening quote; returns the index after the closing quote
+        i += 1;
+        while i < b.len() && b[i] != b'"' {
+            if b[i] == b'\\' {
+                i += 1;
+            }
+            i += 1;
+        }
+        i + 1
+    };
+    loop {
+        i = skip_ws(i);
+        if i >= b.len() || b[i] != b'"' {
+            return None;
+        }
+        let kend = string_end(i);
+        let k: String = serde_json::from_str(&text[i..kend]).ok()?;
+        i = skip_ws(kend);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        let vstart = skip_ws(i + 1);
+        // find the end of the value
+        let mut j = vstart;
+        let mut depth = 0i32;
+        while j < b.len() {
+            match b[j] {
+                b'"' => {
+                    j = string_end(j);
+                    if depth == 0 {
+                        break;
+                    }
+                    continue;
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' if depth > 0 => {
+                    depth -= 1;
+                    if depth == 0 {
+                        j += 1;
+                        break;
+                    }
+                }
+                b',' | b'}' if depth == 0 => break,
+                _ => {}
+            }
+            j += 1;
+        }
+        let vend = {
+            let mut e = j;
+            while e > vstart && b[e - 1].is_ascii_whitespace() {
+                e -= 1;
+            }
+            e
+        };
+        if k == key {
+            if &text[vstart..vend] == new {
+                return None;
+            }
+            return Some(format!("{}{new}{}", &text[..vstart], &text[vend..]));
+        }
+        i = skip_ws(j);
+        match b.get(i) {
+            Some(b',') => i += 1,
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod member_tests {
+    use super::*;
+
+    #[test]
+    fn sets_one_member_and_keeps_the_rest() {
+        let t = r#"{"host": "10.0.0.9", "port": 7777, "nested": {"host": "x"}, "list": [1, "a,b"], "urlBase": ""}"#;
+        let t2 = json_set_member(t, "host", "\"sabnzbd\"").unwrap();
+        assert_eq!(
+            t2,
+            r#"{"host": "sabnzbd", "port": 7777, "nested": {"host": "x"}, "list": [1, "a,b"], "urlBase": ""}"#
+        );
+        let t3 = json_set_member(&t2, "port", "8080").unwrap();
+        assert_eq!(
+            t3,
+            r#"{"host": "sabnzbd", "port": 8080, "nested": {"host": "x"}, "list": [1, "a,b"], "urlBase": ""}"#
+        );
+        assert_eq!(json_set_member(&t3, "port", "8080"), None, "unchanged");
+        assert_eq!(json_set_member(t, "missing", "1"), None);
+        let last = json_set_member(t, "urlBase", "\"/sab\"").unwrap();
+        assert!(last.ends_with(r#""urlBase": "/sab"}"#), "{last}");
+        let after_list = json_set_member(r#"{"list":[1,{"a":2}],"k":"v"}"#, "k", "\"w\"").unwrap();
+        assert_eq!(after_list, r#"{"list":[1,{"a":2}],"k":"w"}"#);
+        assert_eq!(json_set_member("[1]", "k", "1"), None);
+    }
+}

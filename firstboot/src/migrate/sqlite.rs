@@ -347,3 +347,248 @@ mod tests {
         assert!(e.to_string().contains("lidarr.db"), "{e}");
     }
 }
+
+/// Where the services answer each other on the new VM's podman network: container name
+/// (= service name) → port.
+pub type Endpoints = std::collections::BTreeMap<String, u16>;
+
+/// Given a row's `Implementation` and `Settings`, the members to set: (key, JSON literal).
+type SettingsEdit = Box<dyn Fn(&str, &str) -> Vec<(&'static str, String)>>;
+
+/// Points stored endpoints at the new containers (arr-state.md §0 "network endpoints"):
+/// Servarr download clients of type SABnzbd → `sabnzbd:<port>` (the LXC used its own IP and
+/// port 7777), the Jellyfin ("MediaBrowser") connection → `jellyfin:<port>`, Prowlarr
+/// applications → `http://<app>:<port>` with `prowlarrUrl`
+/// `http://prowlarr:<port>`. Only for services that run on the new VM. One transaction.
+pub fn rewrite_endpoints(path: &Path, app: App, eps: &Endpoints) -> Result<Vec<DbChange>> {
+    use super::rewrite::json_set_member;
+    let mut edits: Vec<(&str, SettingsEdit)> = Vec::new();
+    if matches!(app, App::Radarr | App::Sonarr | App::Lidarr | App::Prowlarr)
+        && let Some(port) = eps.get("sabnzbd").copied()
+    {
+        edits.push((
+            "DownloadClients",
+            Box::new(move |imp, _| {
+                if imp == "Sabnzbd" {
+                    vec![
+                        ("host", "\"sabnzbd\"".to_string()),
+                        ("port", port.to_string()),
+                    ]
+                } else {
+                    vec![]
+                }
+            }),
+        ));
+    }
+    if matches!(app, App::Radarr | App::Sonarr | App::Lidarr)
+        && let Some(port) = eps.get("jellyfin").copied()
+    {
+        // The "Emby / Jellyfin" connection (library refresh after imports).
+        edits.push((
+            "Notifications",
+            Box::new(move |imp, _| {
+                if imp == "MediaBrowser" {
+                    vec![
+                        ("host", "\"jellyfin\"".to_string()),
+                        ("port", port.to_string()),
+                    ]
+                } else {
+                    vec![]
+                }
+            }),
+        ));
+    }
+    if app == App::Prowlarr {
+        let eps = eps.clone();
+        edits.push((
+            "Applications",
+            Box::new(move |imp, _| {
+                let name = imp.to_ascii_lowercase();
+                let mut v = Vec::new();
+                if let Some(port) = eps.get(&name) {
+                    v.push(("baseUrl", format!("\"http://{name}:{port}\"")));
+                    if let Some(pp) = eps.get("prowlarr") {
+                        v.push(("prowlarrUrl", format!("\"http://prowlarr:{pp}\"")));
+                    }
+                }
+                v
+            }),
+        ));
+    }
+    if edits.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let tx = conn.transaction()?;
+    let mut all = Vec::new();
+    let mut old_sab_hosts: Vec<String> = Vec::new();
+    for (table, edit) in &edits {
+        if !has_column(&tx, table, "Implementation")? || !has_column(&tx, table, "Settings")? {
+            continue;
+        }
+        let rows: Vec<(i64, String, String)> = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT rowid, Implementation, Settings FROM \"{table}\" \
+                 WHERE typeof(Settings) = 'text' AND typeof(Implementation) = 'text'"
+            ))?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for (rowid, imp, settings) in rows {
+            if *table == "DownloadClients"
+                && imp == "Sabnzbd"
+                && let Some(h) = serde_json::from_str::<serde_json::Value>(&settings)
+                    .ok()
+                    .and_then(|v| v.get("host").and_then(|h| h.as_str()).map(str::to_string))
+                && h != "sabnzbd"
+            {
+                old_sab_hosts.push(h);
+            }
+            let mut text = settings.clone();
+            let mut changes = Vec::new();
+            for (key, literal) in edit(&imp, &settings) {
+                if let Some(new) = json_set_member(&text, key, &literal) {
+                    let old = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v.get(key).map(|x| x.to_string()))
+                        .unwrap_or_default();
+                    changes.push(Change {
+                        old: format!("{key} {old}"),
+                        new: format!("{key} {literal}"),
+                    });
+                    text = new;
+                }
+            }
+            if text != settings {
+                tx.execute(
+                    &format!("UPDATE \"{table}\" SET Settings = ?1 WHERE rowid = ?2"),
+                    rusqlite::params![text, rowid],
+                )?;
+                for change in changes {
+                    all.push(DbChange {
+                        column: format!("{table}.Settings"),
+                        rowid,
+                        change,
+                    });
+                }
+            }
+        }
+    }
+    // RemotePathMappings.Host must equal the client's host string exactly.
+    if !old_sab_hosts.is_empty() && has_column(&tx, "RemotePathMappings", "Host")? {
+        for h in &old_sab_hosts {
+            let ids: Vec<i64> = tx
+                .prepare("SELECT rowid FROM RemotePathMappings WHERE Host = ?1")?
+                .query_map([h], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for rowid in ids {
+                tx.execute(
+                    "UPDATE RemotePathMappings SET Host = 'sabnzbd' WHERE rowid = ?1",
+                    [rowid],
+                )?;
+                all.push(DbChange {
+                    column: "RemotePathMappings.Host".into(),
+                    rowid,
+                    change: Change {
+                        old: h.clone(),
+                        new: "sabnzbd".into(),
+                    },
+                });
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(all)
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+
+    #[test]
+    fn jellyfin_connection_points_at_the_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("radarr.db");
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE Notifications (Id INTEGER PRIMARY KEY, Implementation TEXT, Settings TEXT);
+             INSERT INTO Notifications (Implementation, Settings) VALUES
+               ('MediaBrowser', '{\"host\": \"10.0.0.4\", \"port\": 8096, \"useSsl\": false, \"mapFrom\": \"/movies\"}'),
+               ('CustomScript', '{\"path\": \"/opt/x.sh\"}');",
+        )
+        .unwrap();
+        drop(c);
+        let eps: Endpoints = [("jellyfin".to_string(), 8096)].into_iter().collect();
+        let ch = rewrite_endpoints(&db, App::Radarr, &eps).unwrap();
+        assert_eq!(ch.len(), 1, "{ch:#?}");
+        let c = Connection::open(&db).unwrap();
+        let v: String = c
+            .query_row("SELECT Settings FROM Notifications WHERE Id = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(
+            v,
+            "{\"host\": \"jellyfin\", \"port\": 8096, \"useSsl\": false, \"mapFrom\": \"/movies\"}"
+        );
+    }
+
+    #[test]
+    fn sabnzbd_client_and_prowlarr_apps_point_at_containers() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("prowlarr.db");
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE DownloadClients (Id INTEGER PRIMARY KEY, Implementation TEXT, Settings TEXT);
+             INSERT INTO DownloadClients (Implementation, Settings) VALUES
+               ('Sabnzbd', '{\"host\": \"10.0.0.9\", \"port\": 7777, \"apiKey\": \"k\"}'),
+               ('QBittorrent', '{\"host\": \"10.0.0.8\", \"port\": 8080}');
+             CREATE TABLE Applications (Id INTEGER PRIMARY KEY, Name TEXT, Implementation TEXT, Settings TEXT);
+             INSERT INTO Applications (Name, Implementation, Settings) VALUES
+               ('Radarr', 'Radarr', '{\"prowlarrUrl\": \"http://10.0.0.5:9696\", \"baseUrl\": \"http://10.0.0.6:7878\", \"apiKey\": \"a\"}'),
+               ('Readarr', 'Readarr', '{\"prowlarrUrl\": \"http://10.0.0.5:9696\", \"baseUrl\": \"http://10.0.0.7:8787\"}');",
+        )
+        .unwrap();
+        drop(c);
+        let eps: Endpoints = [("sabnzbd", 8080), ("radarr", 7878), ("prowlarr", 9696)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let ch = rewrite_endpoints(&db, App::Prowlarr, &eps).unwrap();
+        assert_eq!(ch.len(), 4, "{ch:#?}");
+        let c = Connection::open(&db).unwrap();
+        let s: Vec<String> = c
+            .prepare("SELECT Settings FROM DownloadClients ORDER BY Id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(
+            s[0],
+            "{\"host\": \"sabnzbd\", \"port\": 8080, \"apiKey\": \"k\"}"
+        );
+        assert_eq!(s[1], "{\"host\": \"10.0.0.8\", \"port\": 8080}");
+        let a: Vec<String> = c
+            .prepare("SELECT Settings FROM Applications ORDER BY Id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(
+            a[0],
+            "{\"prowlarrUrl\": \"http://prowlarr:9696\", \"baseUrl\": \"http://radarr:7878\", \"apiKey\": \"a\"}"
+        );
+        assert!(
+            a[1].contains("10.0.0.7:8787"),
+            "an app not on the new VM is left alone"
+        );
+        // idempotent
+        assert!(
+            rewrite_endpoints(&db, App::Prowlarr, &eps)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -65,7 +65,8 @@ impl Default for Env {
             drop_privileges: true,
             poll: Duration::from_secs(2),
             secrets_timeout: Duration::from_secs(3600),
-            start_timeout: Duration::from_secs(900),
+            // a little over the units' TimeoutStartSec=900, so systemd reports first
+            start_timeout: Duration::from_secs(960),
         }
     }
 }
@@ -162,7 +163,22 @@ pub fn registry() -> Vec<Box<dyn Step>> {
 /// status; on a failed step the status (with `error`) is written and the error returned.
 pub fn run(ctx: &Context) -> Result<Status> {
     let path = ctx.status_path();
-    let mut status = Status::read_or_default(&path)?;
+    let mut status = match Status::read_or_default(&path) {
+        Ok(s) => s,
+        Err(crate::status::StatusError::Parse { source, .. }) => {
+            // Written atomically, so this is outside damage; every step is idempotent, so
+            // starting the record afresh is safe. Keep the damaged file for inspection.
+            let aside = path.with_extension("json.damaged");
+            tracing::warn!(
+                "status file {} is not valid ({source}); moved to {} and starting a new record",
+                path.display(),
+                aside.display()
+            );
+            std::fs::rename(&path, &aside)?;
+            Status::default()
+        }
+        Err(e) => return Err(e.into()),
+    };
     std::fs::create_dir_all(ctx.state_dir())?;
     let _lock = crate::fsutil::lock(&ctx.state_dir().join("lock"))?;
     for step in registry() {

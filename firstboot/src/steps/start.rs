@@ -89,6 +89,21 @@ fn create_podman_secrets(ctx: &Context) -> anyhow::Result<usize> {
     for s in &ctx.config.services {
         for (name, file) in &s.podman_secrets {
             let path = dir.join(file);
+            if !path.exists() {
+                // An interrupted earlier run may have created it and deleted the file.
+                let mut cmd = user_command(ctx, "podman");
+                cmd.args(["secret", "exists", name]);
+                let exists = exec::run(&mut cmd, Duration::from_secs(60))
+                    .map(|o| o.status.success())
+                    .unwrap_or(false);
+                if exists {
+                    continue;
+                }
+                return Err(anyhow!(
+                    "secret file {} is missing and podman secret {name} does not exist",
+                    path.display()
+                ));
+            }
             // Read as root and pass on stdin: the delivery dir is root-only.
             let data = std::fs::read(&path)
                 .with_context(|| format!("reading secret file {}", path.display()))?;
@@ -188,14 +203,39 @@ impl Step for StartStep {
              then `systemctl restart mms-firstboot`",
             c.user.name, c.user.uid
         );
+        if ctx.env.user_bus.is_none() && !c.user.runtime_dir().join("bus").exists() {
+            // cloud-init enables linger; doing it again is harmless and starts the manager
+            // should that have been missed.
+            match exec::run(
+                Command::new("loginctl").args(["enable-linger", &c.user.name]),
+                Duration::from_secs(60),
+            ) {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => tracing::warn!("loginctl enable-linger: {}", o.stderr_tail(2)),
+                Err(e) => tracing::warn!("loginctl enable-linger: {e}"),
+            }
+        }
         systemd::wait_for_socket(&address, ctx.env.start_timeout, ctx.env.poll)
             .next_action(&next_bus)?;
-        let conn = if ctx.env.drop_privileges && nix::unistd::geteuid().is_root() {
-            systemd::connect_as(&address, c.user.uid, c.user.gid)
-        } else {
-            systemd::connect(&address)
-        }
-        .next_action(&next_bus)?;
+        // The socket can exist a moment before the bus accepts on it: retry until the timeout.
+        let deadline = std::time::Instant::now() + ctx.env.start_timeout;
+        let conn = loop {
+            let attempt = if ctx.env.drop_privileges && nix::unistd::geteuid().is_root() {
+                systemd::connect_as(&address, c.user.uid, c.user.gid)
+            } else {
+                systemd::connect(&address)
+            };
+            match attempt {
+                Ok(conn) => break conn,
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    return Err(e).next_action(&next_bus);
+                }
+                Err(e) => {
+                    tracing::debug!("user bus not ready: {e:#}");
+                    std::thread::sleep(ctx.env.poll);
+                }
+            }
+        };
         let manager = ManagerProxy::new(&conn)
             .context("systemd manager proxy")
             .next_action(&next_bus)?;

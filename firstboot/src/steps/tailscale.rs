@@ -143,7 +143,9 @@ impl Step for TailscaleStep {
         let state = wait_answer(ctx, up_timeout).next_action(check)?;
         let already = state == "Running";
         if !already {
-            if !key.exists() {
+            // "Stopped" = logged in before (e.g. an earlier run) but down: no key needed.
+            let relogin = state == "Stopped" && !key.exists();
+            if !key.exists() && !relogin {
                 return Err(anyhow!(
                     "tailscale is not logged in and the auth key {} is gone (used or never delivered)",
                     key.display()
@@ -153,8 +155,12 @@ impl Step for TailscaleStep {
                 );
             }
             tracing::info!(%hostname, "tailscale up");
+            let mut args = up_args(&key, &hostname, ts.up_timeout_s);
+            if relogin {
+                args.retain(|a| !a.starts_with("--auth-key="));
+            }
             let out = exec::run(
-                Command::new(bin).args(up_args(&key, &hostname, ts.up_timeout_s)),
+                Command::new(bin).args(args),
                 up_timeout + Duration::from_secs(15),
             )
             .with_context(|| format!("tailscale up --hostname={hostname}"))
