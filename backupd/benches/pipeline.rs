@@ -4,7 +4,7 @@
 //! real SQLite databases, text logs; `MMS_BENCH_MIB`, default 1024 MiB), then prints:
 //! backup throughput ÷ `tar -cf - | zstd -3 -T0 | age -r` (both to disk + sync; target ≥ 1.2),
 //! output size difference (target ≤ 2 % larger), restore throughput ÷
-//! `age -d | zstd -d | tar -x` (+ sync; target ≥ 1.0), and the peak RSS of mms-backupd
+//! `age -d | zstd -d | tar -x` (target ≥ 1.0; every run includes fsync of the files it wrote), and the peak RSS of mms-backupd
 //! (target ≤ 96 MiB) at the full size and at 1/8 of it (independent of data size).
 #![allow(clippy::unwrap_used)]
 
@@ -138,8 +138,16 @@ fn measured(cmd: &mut Command) -> (Duration, u64) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = Command::new("sync").status();
     (t.elapsed(), peak)
+}
+
+/// fsyncs the files of a tree (or one file) with coreutils `sync FILE…`: only this data,
+/// not the whole system's dirty pages (other processes write on this machine too).
+fn sync_path(p: &Path) -> Duration {
+    bash(&format!(
+        "find {} -type f -print0 | xargs -0 -r sync --",
+        p.display()
+    ))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -209,7 +217,7 @@ fn run(work: &Path, mib: u64, reps: usize) -> (u64, Run) {
                 ])
                 .stdout(std::process::Stdio::null()),
         );
-        ob.push(t);
+        ob.push(t + sync_path(&target));
         rss_b = rss_b.max(rss);
         let archive = fs::read_dir(target.join("bench"))
             .unwrap()
@@ -217,11 +225,13 @@ fn run(work: &Path, mib: u64, reps: usize) -> (u64, Run) {
             .find(|p| p.extension().is_some_and(|e| e == "age"))
             .unwrap();
         ours_size = fs::metadata(&archive).unwrap().len();
-        sb.push(bash(&format!(
-            "tar -cf - -C {} bench | zstd -3 -T0 -q | age -r {r} > {} && sync",
-            data.display(),
-            stock.display()
-        )));
+        sb.push(
+            bash(&format!(
+                "tar -cf - -C {} bench | zstd -3 -T0 -q | age -r {r} > {}",
+                data.display(),
+                stock.display()
+            )) + sync_path(&stock),
+        );
         let to = work.join("ours-restore");
         let _ = fs::remove_dir_all(&to);
         let (t, rss) = measured(
@@ -241,17 +251,19 @@ fn run(work: &Path, mib: u64, reps: usize) -> (u64, Run) {
                 ])
                 .stdout(std::process::Stdio::null()),
         );
-        orr.push(t);
+        orr.push(t + sync_path(&to));
         rss_r = rss_r.max(rss);
         let sto = work.join("stock-restore");
         let _ = fs::remove_dir_all(&sto);
         fs::create_dir(&sto).unwrap();
-        sr.push(bash(&format!(
-            "age -d -i {} {} | zstd -d -q | tar -x -C {} && sync",
-            work.join("key.txt").display(),
-            stock.display(),
-            sto.display()
-        )));
+        sr.push(
+            bash(&format!(
+                "age -d -i {} {} | zstd -d -q | tar -x -C {}",
+                work.join("key.txt").display(),
+                stock.display(),
+                sto.display()
+            )) + sync_path(&sto),
+        );
         let _ = fs::remove_dir_all(&to);
         let _ = fs::remove_dir_all(&sto);
     }
