@@ -106,7 +106,7 @@ fn check_bundle(name: &str, site: &Site, bundle: &Bundle, dir: &Path) {
         .unwrap_or_else(|e| fail(name, "systemd-analyze --user verify (generated)", e));
     let units = files_with(
         &dir.join("rootfs/etc/systemd/system"),
-        &["service", "timer", "mount"],
+        &["service", "timer", "mount", "path"],
     );
     assert!(
         units.len() >= 5 + site.nfs.mounts.len(),
@@ -122,6 +122,8 @@ fn check_bundle(name: &str, site: &Site, bundle: &Bundle, dir: &Path) {
         &[
             "/usr/local/bin/mms-firstboot",
             "/usr/local/bin/mms-backupd",
+            // On the appliance (merged /usr); this host keeps it in /bin.
+            "/usr/bin/rm",
             // ExecStart= of the host's user@.service, which the drop-in extends.
             "/lib/systemd/systemd",
         ],

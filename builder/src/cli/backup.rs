@@ -28,14 +28,6 @@ pub struct RestoreArgs {
     pub archive: String,
 }
 
-/// `mms-build backups`.
-#[derive(Debug, clap::Args)]
-pub struct BackupsArgs {
-    /// JSON output.
-    #[arg(long)]
-    pub json: bool,
-}
-
 fn remote_for(config_path: &Path) -> Result<Remote> {
     let loaded = config::load(config_path).map_err(|e| anyhow!("{e}"))?;
     Ok(Remote::for_site(&loaded.site))
@@ -91,13 +83,53 @@ pub fn run_restore(
     Ok(code(status))
 }
 
-/// Lists the archives on the appliance.
-pub fn run_backups(config_path: &Path, args: &BackupsArgs) -> Result<ExitCode> {
+/// Lists the archives on the appliance (`--json`: mms-backupd's `list --json`).
+pub fn run_backups(config_path: &Path, json: bool) -> Result<ExitCode> {
     let remote = remote_for(config_path)?;
-    let argv: &[&str] = if args.json {
-        &["list", "--json"]
-    } else {
-        &["list"]
-    };
+    let argv: &[&str] = if json { &["list", "--json"] } else { &["list"] };
     Ok(code(remote.run(argv, None)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn backup_commands_parse() {
+        let c = Cli::try_parse_from([
+            "mms-build",
+            "restore",
+            "--service",
+            "radarr",
+            "--archive",
+            "radarr-2025-05-15T083844Z.tar.zst.age",
+            "--identity",
+            "k.txt",
+        ])
+        .unwrap();
+        assert_eq!(c.identity.as_deref(), Some(std::path::Path::new("k.txt")));
+        assert!(matches!(c.command, Some(Command::Restore(ref a)) if a.service == "radarr"));
+        assert!(Cli::try_parse_from(["mms-build", "restore", "--service", "radarr"]).is_err());
+        let c = Cli::try_parse_from(["mms-build", "backup", "--service", "sonarr"]).unwrap();
+        assert!(
+            matches!(c.command, Some(Command::Backup(ref a)) if a.service.as_deref() == Some("sonarr"))
+        );
+        let c = Cli::try_parse_from(["mms-build", "backups", "--json"]).unwrap();
+        assert!(c.json && matches!(c.command, Some(Command::Backups)));
+    }
+
+    #[test]
+    fn restore_refuses_a_path_as_archive_name() {
+        let args = super::RestoreArgs {
+            service: "radarr".into(),
+            archive: "../x".into(),
+        };
+        let e = super::run_restore(std::path::Path::new("/nonexistent/mms.yml"), None, &args)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("expected an archive file name"),
+            "{e}"
+        );
+    }
 }

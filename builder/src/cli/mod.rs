@@ -1,10 +1,16 @@
 //! Command-line interface: one module per subcommand.
 
+mod apply;
 mod backup;
 mod check;
+mod destroy;
+mod plan;
 pub mod render;
+mod rollback;
 mod schema;
 mod secrets;
+mod status;
+mod template;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
@@ -33,8 +39,24 @@ pub struct Cli {
     #[arg(long, short = 'i', global = true, value_name = "FILE")]
     pub identity: Option<PathBuf>,
 
+    /// Build or rebuild the VM (same as `mms-build apply`); without it and
+    /// without a subcommand, `mms-build` prints the plan and changes nothing.
+    #[arg(long)]
+    pub apply: bool,
+
+    /// Machine-readable output (plan, status).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Do not verify the Proxmox TLS certificate. Loud; for first setup only.
+    #[arg(long, global = true)]
+    pub insecure: bool,
+
+    #[command(flatten)]
+    pub apply_args: apply::ApplyArgs,
+
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// The subcommands of `mms-build`.
@@ -63,8 +85,24 @@ pub enum Command {
     /// Restore a service on the appliance from an archive; the identity (--identity) is
     /// streamed over SSH and never stored on the VM.
     Restore(backup::RestoreArgs),
-    /// List the archives on the appliance.
-    Backups(backup::BackupsArgs),
+    /// List the archives on the appliance (with --json: as JSON).
+    Backups,
+    /// Build or rebuild the VM on Proxmox (blue/green; resumes what exists).
+    Apply(apply::ApplyArgs),
+    /// Print what `--apply` would do (reads Proxmox, changes nothing).
+    Plan(apply::ApplyArgs),
+    /// Show the VMs MMS manages, their bundle and firstboot state.
+    Status,
+    /// Start the retired VM again and retire the serving one.
+    Rollback,
+    /// Delete every VM tagged `mms` and this site's seed ISOs.
+    Destroy {
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Create the Proxmox template from images/*.yml (download-url + import-from).
+    Template(template::TemplateArgs),
     /// Print shell completions for SHELL to stdout.
     Completions {
         /// The shell to complete for.
@@ -75,7 +113,24 @@ pub enum Command {
 impl Cli {
     /// Runs the selected subcommand.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        match self.command {
+        let (cfg, id, insecure) = (&self.config, self.identity.as_deref(), self.insecure);
+        let Some(command) = self.command else {
+            return if self.apply {
+                apply::run(cfg, id, insecure, &self.apply_args)
+            } else {
+                plan::run(cfg, id, insecure, self.json, &self.apply_args)
+            };
+        };
+        if self.apply {
+            anyhow::bail!("--apply goes without a subcommand (or use `mms-build apply`)");
+        }
+        match command {
+            Command::Apply(args) => apply::run(cfg, id, insecure, &args),
+            Command::Plan(args) => plan::run(cfg, id, insecure, self.json, &args),
+            Command::Status => status::run(cfg, id, insecure, self.json),
+            Command::Rollback => rollback::run(cfg, id, insecure),
+            Command::Destroy { yes } => destroy::run(cfg, id, insecure, yes),
+            Command::Template(args) => template::run(cfg, id, insecure, &args),
             Command::Check => check::run(&self.config, self.identity.as_deref()),
             Command::Secrets(cmd) => cmd.run(&self.config, self.identity.as_deref()),
             Command::Schema { kind } => schema::run(kind),
@@ -83,7 +138,7 @@ impl Cli {
             Command::Restore(args) => {
                 backup::run_restore(&self.config, self.identity.as_deref(), &args)
             }
-            Command::Backups(args) => backup::run_backups(&self.config, &args),
+            Command::Backups => backup::run_backups(&self.config, self.json),
             Command::Render(args) => render::run(&self.config, &args),
             Command::Completions { shell } => {
                 clap_complete::generate(
@@ -125,6 +180,32 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn plan_is_the_default_and_apply_has_two_spellings() {
+        let cli = Cli::try_parse_from(["mms-build"]).unwrap();
+        assert!(cli.command.is_none() && !cli.apply);
+        let cli =
+            Cli::try_parse_from(["mms-build", "--apply", "--bundle", "b", "--config", "x.yml"])
+                .unwrap();
+        assert!(cli.apply && cli.command.is_none());
+        assert_eq!(
+            cli.apply_args.bundle.as_deref(),
+            Some(std::path::Path::new("b"))
+        );
+        let cli =
+            Cli::try_parse_from(["mms-build", "apply", "--destroy-old", "--insecure"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Apply(ref a)) if a.destroy_old));
+        assert!(cli.insecure);
+        let cli = Cli::try_parse_from(["mms-build", "destroy", "--yes"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Destroy { yes: true })));
+        let cli = Cli::try_parse_from(["mms-build", "status", "--json"]).unwrap();
+        assert!(cli.json);
+        assert!(
+            Cli::try_parse_from(["mms-build", "template", "--image", "a", "--image-file", "b"])
+                .is_err()
+        );
     }
 
     #[test]

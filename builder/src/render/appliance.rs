@@ -19,7 +19,8 @@ use super::cloud_config::{self, CloudConfig, User, UserEntry, WriteFile, YumRepo
 use super::configs::{self, Deployment};
 use super::ini::IniError;
 use super::units::{
-    self, Body, Container, Install, Mount, Network, Service, Timer, Unit, UnitFile, Volume,
+    self, Body, Container, Install, Mount, Network, PathUnit, Service, Timer, Unit, UnitFile,
+    Volume,
 };
 use super::{ApplianceBins, Bundle, FileSpec, bundle};
 use crate::catalog::{
@@ -41,6 +42,10 @@ pub const FIRSTBOOT_CONFIG: &str = "/etc/mms/firstboot.yml";
 pub const BACKUPD_CONFIG: &str = "/etc/mms/backupd.yml";
 /// The build descriptor: the VM shape and placement the bundle was rendered for.
 pub const BUILD_INFO: &str = "/etc/mms/build.json";
+/// Where `mms-build` delivers the secrets through the guest agent (firstboot's default).
+pub const SECRETS_DIR: &str = "/etc/mms/secrets";
+/// Written by `mms-build` after the cut-over; `mms-cutover.path` watches it.
+pub const CUTOVER_TRIGGER: &str = "/var/lib/mms/cutover";
 /// Name of the podman network (and its Quadlet file `mms.network`).
 pub const NETWORK: &str = "mms";
 /// Timeout for image pulls + health (pitfall 6).
@@ -783,7 +788,51 @@ fn system_units(site: &Site) -> Vec<(String, UnitFile)> {
             (format!("mms-backup-{what}.timer"), timer),
         ]
     };
-    let mut out = vec![("mms-firstboot.service".to_string(), firstboot)];
+    // Cut-over: `mms-build` writes the trigger file through the guest agent (agent exec
+    // would need VM.GuestAgent.Unrestricted); the path unit runs `mms-firstboot cutover`,
+    // which takes the tailnet name `<hostname>` from the old VM. The trigger is removed
+    // once it worked, so it does not fire again on the next boot.
+    let cutover_service = UnitFile {
+        unit: Unit {
+            description: Some("MMS cut-over: take over the tailnet name".into()),
+            after: vec!["mms-firstboot.service".into(), "tailscaled.service".into()],
+            ..Unit::default()
+        },
+        body: Body::Service(Service {
+            kind: Some("oneshot".into()),
+            exec_start: vec![vec![
+                format!("{BIN_DIR}/mms-firstboot"),
+                "cutover".into(),
+                "--config".into(),
+                FIRSTBOOT_CONFIG.into(),
+            ]],
+            exec_start_post: vec![vec![
+                "/usr/bin/rm".into(),
+                "-f".into(),
+                CUTOVER_TRIGGER.into(),
+            ]],
+            ..Service::default()
+        }),
+        install: Install::default(),
+    };
+    let cutover_path = UnitFile {
+        unit: Unit {
+            description: Some("MMS cut-over trigger (written by mms-build)".into()),
+            ..Unit::default()
+        },
+        body: Body::Path(PathUnit {
+            path_exists: vec![CUTOVER_TRIGGER.into()],
+            unit: Some("mms-cutover.service".into()),
+        }),
+        install: Install {
+            wanted_by: vec!["multi-user.target".into()],
+        },
+    };
+    let mut out = vec![
+        ("mms-firstboot.service".to_string(), firstboot),
+        ("mms-cutover.service".to_string(), cutover_service),
+        ("mms-cutover.path".to_string(), cutover_path),
+    ];
     out.extend(backup(
         "config",
         "service configuration",
@@ -949,6 +998,19 @@ fn runcmd(ctx: &Ctx, enabled: &Enabled, mounts: &[(String, String)]) -> Vec<Vec<
         "0755",
         "/var/lib/mms",
     ]));
+    // The guest agent cannot create directories: `mms-build` writes the secrets into
+    // this one, which only root may read.
+    r.push(cmd(&[
+        "install",
+        "-d",
+        "-o",
+        "root",
+        "-g",
+        "root",
+        "-m",
+        "0700",
+        SECRETS_DIR,
+    ]));
     // 3. SELinux: containers may use NFS (no relabelling of NFS paths).
     if ctx.selinux {
         r.push(cmd(&["setsebool", "-P", "virt_use_nfs", "1"]));
@@ -1036,12 +1098,14 @@ fn runcmd(ctx: &Ctx, enabled: &Enabled, mounts: &[(String, String)]) -> Vec<Vec<
         "mms-firstboot.service",
         "mms-backup-config.timer",
         "mms-backup-photos.timer",
+        "mms-cutover.path",
     ]));
     r.push(cmd(&[
         "systemctl",
         "start",
         "mms-backup-config.timer",
         "mms-backup-photos.timer",
+        "mms-cutover.path",
     ]));
     r.push(cmd(&[
         "systemctl",

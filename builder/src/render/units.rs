@@ -75,6 +75,8 @@ pub struct Service {
     pub exec_start_pre: Vec<Vec<String>>,
     /// `ExecStart=` command lines.
     pub exec_start: Vec<Vec<String>>,
+    /// `ExecStartPost=` command lines.
+    pub exec_start_post: Vec<Vec<String>>,
     /// `Restart=`.
     pub restart: Option<String>,
     /// `RestartSec=`.
@@ -96,6 +98,7 @@ impl Service {
             environment,
             exec_start_pre,
             exec_start,
+            exec_start_post,
             restart,
             restart_sec,
             timeout_start_sec,
@@ -119,6 +122,10 @@ impl Service {
         for cmd in exec_start {
             s.entries
                 .push(("ExecStart", Value::Words(cmd.clone()), Ctx::Exec));
+        }
+        for cmd in exec_start_post {
+            s.entries
+                .push(("ExecStartPost", Value::Words(cmd.clone()), Ctx::Exec));
         }
         s.opt_text("Restart", restart, Ctx::Plain);
         s.opt_text("RestartSec", restart_sec, Ctx::Plain);
@@ -172,6 +179,26 @@ impl Timer {
         s.all_text("OnCalendar", on_calendar, Ctx::Plain);
         s.opt_bool("Persistent", *persistent, "true", "false");
         s.opt_text("RandomizedDelaySec", randomized_delay_sec, Ctx::Plain);
+        s.opt_text("Unit", unit, Ctx::Plain);
+        s
+    }
+}
+
+/// `[Path]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathUnit {
+    /// `PathExists=`.
+    pub path_exists: Vec<String>,
+    /// `Unit=`.
+    pub unit: Option<String>,
+}
+
+impl PathUnit {
+    /// The `[Path]` section.
+    pub fn section(&self) -> Section {
+        let PathUnit { path_exists, unit } = self;
+        let mut s = Section::new("Path");
+        s.all_text("PathExists", path_exists, Ctx::Plain);
         s.opt_text("Unit", unit, Ctx::Plain);
         s
     }
@@ -364,6 +391,8 @@ pub enum Body {
     Service(Service),
     /// `.timer`.
     Timer(Timer),
+    /// `.path`.
+    Path(PathUnit),
     /// `.mount`.
     Mount(Mount),
     /// Quadlet `.container` (+ pass-through `[Service]`).
@@ -394,6 +423,7 @@ impl UnitFile {
         match self.body {
             Body::Service(_) => "service",
             Body::Timer(_) => "timer",
+            Body::Path(_) => "path",
             Body::Mount(_) => "mount",
             Body::Container(..) => "container",
             Body::Network(_) => "network",
@@ -407,6 +437,7 @@ impl UnitFile {
         match &self.body {
             Body::Service(s) => sections.push(s.section()),
             Body::Timer(t) => sections.push(t.section()),
+            Body::Path(p) => sections.push(p.section()),
             Body::Mount(m) => sections.push(m.section()),
             Body::Container(c, s) => {
                 sections.push(c.section());
