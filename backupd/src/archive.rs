@@ -74,6 +74,7 @@ fn append_entry<W: Write + LevelHint>(
     stats: &mut WalkStats,
     progress: Progress<'_>,
 ) -> io::Result<()> {
+    crate::signals::check()?;
     let ft = meta.file_type();
     let ctx = |e: io::Error, what: &str| {
         io::Error::new(e.kind(), format!("{what} {}: {e}", src.display()))
@@ -228,6 +229,7 @@ struct CountingReader<'a, R> {
 
 impl<R: Read> Read for CountingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        crate::signals::check()?;
         let n = self.inner.read(buf)?;
         (self.progress)(n as u64);
         Ok(n)

@@ -40,6 +40,55 @@ pub struct BackupOptions {
     pub zstd: Option<ZstdOptions>,
 }
 
+/// Prefix of the marker files recording units this daemon stopped (`<target>/.stopped-<unit>`).
+const STOPPED_PREFIX: &str = ".stopped-";
+
+/// Stops `unit`, recording it on disk first so a run killed before starting it again is
+/// repaired by the next run.
+pub fn stop_recorded<'a>(target: &Path, systemd: &'a Systemd, unit: &str) -> Result<UnitGuard<'a>> {
+    let marker = target.join(format!("{STOPPED_PREFIX}{unit}"));
+    fs::write(&marker, b"").with_context(|| format!("cannot write {}", marker.display()))?;
+    UnitGuard::stop(systemd, unit)
+}
+
+/// Starts a unit stopped by [`stop_recorded`] and removes its marker.
+pub fn restart_recorded(target: &Path, guard: UnitGuard<'_>) -> Result<()> {
+    let marker = target.join(format!("{STOPPED_PREFIX}{}", guard.unit()));
+    guard.restart()?;
+    let _ = fs::remove_file(marker);
+    Ok(())
+}
+
+/// Starts units that an earlier, killed run stopped and never started again.
+pub fn recover_stopped_units(cfg: &Config, systemd: Option<&Systemd>) -> Result<()> {
+    let Ok(rd) = fs::read_dir(&cfg.target) else {
+        return Ok(());
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(unit) = name.strip_prefix(STOPPED_PREFIX) else {
+            continue;
+        };
+        let owned;
+        let sd = match systemd {
+            Some(sd) => sd,
+            None => {
+                owned = Systemd::connect(cfg.user.uid)?;
+                &owned
+            }
+        };
+        tracing::warn!(
+            message_id = report::MSG_WARNING,
+            unit,
+            "an earlier run was killed while {unit} was stopped: starting it"
+        );
+        sd.start(unit)
+            .with_context(|| format!("starting {unit}, left stopped by a killed run"))?;
+        fs::remove_file(e.path())?;
+    }
+    Ok(())
+}
+
 /// Selects services by name, refusing unknown ones.
 pub fn select<'c>(
     cfg: &'c Config,
@@ -85,6 +134,7 @@ pub fn run(cfg: &Config, opts: &BackupOptions) -> Result<Vec<Outcome>> {
     } else {
         None
     };
+    recover_stopped_units(cfg, systemd.as_ref())?;
     let mut done = Vec::new();
     let mut failed = Vec::new();
     for (name, svc) in selected {
@@ -151,11 +201,11 @@ pub fn backup_service(
     }
 
     let guard = match (&svc.unit, systemd) {
-        (Some(unit), Some(sd)) => Some(UnitGuard::stop(sd, unit)?),
+        (Some(unit), Some(sd)) => Some(stop_recorded(&cfg.target, sd, unit)?),
         _ => None,
     };
     let written = write_archive(cfg, name, svc, opts, &dir, &archive_name, time);
-    let restarted = guard.map(UnitGuard::restart).transpose();
+    let restarted = guard.map(|g| restart_recorded(&cfg.target, g)).transpose();
     let (stats, sha256, size, dump_member) = written?;
     let manifest = Manifest {
         format: 1,

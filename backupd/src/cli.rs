@@ -66,7 +66,7 @@ pub enum Command {
         /// Service to restore.
         #[arg(long, value_name = "S")]
         service: String,
-        /// Archive path, or a file name in <target>/<service>/.
+        /// Archive path, or a file name in `<target>/<service>/`.
         #[arg(long, value_name = "PATH")]
         archive: PathBuf,
         /// age identity file or SSH private key; `-` reads it from stdin.

@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod report;
 pub mod restore;
 pub mod retention;
+pub mod signals;
 pub mod store;
 pub mod systemd;
 pub mod unpack;

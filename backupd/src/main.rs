@@ -13,6 +13,10 @@ fn main() -> ExitCode {
         }
     };
     mms_backupd::report::init_logging(cli.verbose);
+    if let Err(e) = mms_backupd::signals::install() {
+        eprintln!("mms-backupd: error: cannot set up signal handling: {e}");
+        return ExitCode::FAILURE;
+    }
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

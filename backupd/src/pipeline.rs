@@ -285,31 +285,31 @@ impl<W: Write + Send + 'static> Write for ArchiveSink<W> {
     }
 }
 
-fn sink_thread<W: Write>(
+fn sink_thread<W: Write + Send + 'static>(
     out: W,
     encryptor: Option<age::Encryptor>,
     rx: Receiver<Vec<u8>>,
 ) -> SinkResult<W> {
-    let hashing = HashingWriter::new(BufWriter::with_capacity(CHUNK, out));
-    let hashing = match encryptor {
+    match encryptor {
         Some(enc) => {
-            let mut w = enc.wrap_output(hashing)?;
+            // Hashing and writing the ciphertext run in a thread of their own.
+            let inner = ArchiveSink::new(out, Vec::new())?;
+            let mut w = enc.wrap_output(inner)?;
             for chunk in rx {
                 w.write_all(&chunk)?;
             }
-            w.finish()?
+            w.finish()?.finish()
         }
         None => {
-            let mut w = hashing;
+            let mut w = HashingWriter::new(BufWriter::with_capacity(CHUNK, out));
             for chunk in rx {
                 w.write_all(&chunk)?;
             }
-            w
+            let (buf, sha, size) = w.into_parts();
+            let out = buf.into_inner().map_err(|e| e.into_error())?;
+            Ok((out, sha, size))
         }
-    };
-    let (buf, sha, size) = hashing.into_parts();
-    let out = buf.into_inner().map_err(|e| e.into_error())?;
-    Ok((out, sha, size))
+    }
 }
 
 /// The full writer chain type used by backups.
@@ -527,14 +527,16 @@ pub fn open_archive<R: Read + Send + 'static>(
     progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
 ) -> Result<OpenedArchive, OpenError> {
     let hash = ReadHash::default();
-    let mut reader = BufReader::with_capacity(
-        CHUNK,
+    // Reading and hashing the file run in a thread of their own.
+    let raw = pump(
         HashingReader {
             inner: input,
             hash: hash.clone(),
             progress,
         },
-    );
+        "read-hash",
+    )?;
+    let mut reader = BufReader::with_capacity(CHUNK, raw);
     let head = reader.fill_buf()?;
     let format = sniff(head).ok_or(OpenError::UnknownFormat)?;
     let compressed: Box<dyn Read + Send> = match format {

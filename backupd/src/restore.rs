@@ -20,9 +20,9 @@ use crate::config::{Config, ServiceConfig};
 use crate::pipeline::{self, OpenError};
 use crate::report::{self, Progress};
 use crate::store::{self, RunLock};
-use crate::systemd::{Systemd, UnitGuard};
+use crate::systemd::Systemd;
 use crate::unpack::{self, Limits, Route, UnpackError, Unpacked};
-use crate::{crypto, dump, naming};
+use crate::{backup, crypto, dump, naming};
 
 /// Environment variable: seconds to wait for the unit to become active after a restore.
 pub const HEALTH_TIMEOUT_ENV: &str = "MMS_BACKUPD_HEALTH_TIMEOUT";
@@ -117,12 +117,13 @@ fn stream_error(archive: &Path, e: UnpackError) -> anyhow::Error {
     }
 }
 
-/// Opens, decrypts, unpacks and verifies; the caller owns the staging locations.
+/// Opens, decrypts, unpacks and verifies; the caller owns the staging locations. SQLite
+/// databases are checked while the rest of the stream is still being extracted.
 fn extract(
     archive: &Path,
     ids: &[Box<dyn age::Identity>],
     route: &Route,
-) -> Result<(Unpacked, bool)> {
+) -> Result<(Unpacked, bool, Vec<PathBuf>)> {
     let file = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let manifest = store::read_manifest(&PathBuf::from(format!(
@@ -140,8 +141,34 @@ fn extract(
             other => anyhow!("cannot open {}: {other}", archive.display()),
         })?;
     let hash = opened.hash.clone();
-    let out = unpack::unpack(opened.tar, route, Limits::from_env())
-        .map_err(|e| stream_error(archive, e))?;
+    let started = std::time::Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+    let checker = std::thread::Builder::new()
+        .name("sqlite-check".into())
+        .spawn(move || -> Result<Vec<PathBuf>> {
+            let mut ok = Vec::new();
+            for db in rx {
+                let t = std::time::Instant::now();
+                check_one(&db)?;
+                tracing::debug!("integrity_check of {} took {:?}", db.display(), t.elapsed());
+                ok.push(db);
+            }
+            Ok(ok)
+        })
+        .context("cannot start the SQLite checker")?;
+    let unpacked = unpack::unpack_with(opened.tar, route, Limits::from_env(), &mut |p: &Path| {
+        if is_sqlite(p) {
+            let _ = tx.send(p.to_path_buf());
+        }
+    });
+    drop(tx);
+    tracing::debug!("extraction finished after {:?}", started.elapsed());
+    let checked_dbs = checker
+        .join()
+        .unwrap_or_else(|_| Err(anyhow!("SQLite checker panicked")));
+    let out = unpacked.map_err(|e| stream_error(archive, e))?;
+    let databases = checked_dbs?;
+    tracing::debug!("SQLite checks finished after {:?}", started.elapsed());
     progress.finish();
     let mut checked = false;
     if let Some(m) = manifest {
@@ -156,41 +183,45 @@ fn extract(
         }
         checked = true;
     }
-    Ok((out, checked))
+    Ok((out, checked, databases))
 }
 
-/// Runs `PRAGMA integrity_check` on every restored SQLite database (by magic header).
+fn is_sqlite(f: &Path) -> bool {
+    let mut head = [0u8; 16];
+    File::open(f)
+        .and_then(|mut h| h.read_exact(&mut head))
+        .is_ok()
+        && &head == b"SQLite format 3\0"
+}
+
+/// Runs `PRAGMA integrity_check` on every SQLite database (found by its magic header)
+/// among `files`; fails on the first that is not "ok".
 pub fn check_sqlite(files: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut dbs = Vec::new();
-    for f in files {
-        let mut head = [0u8; 16];
-        let is_db = File::open(f)
-            .and_then(|mut h| h.read_exact(&mut head))
-            .is_ok()
-            && &head == b"SQLite format 3\0";
-        if !is_db {
-            continue;
-        }
-        let uri = format!("file:{}?mode=ro", f.display());
-        let flags =
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
-        let conn = rusqlite::Connection::open_with_flags(&uri, flags)
-            .or_else(|_| rusqlite::Connection::open(f))
-            .with_context(|| format!("restored database {} cannot be opened", f.display()))?;
-        let rows: Vec<String> = conn
-            .prepare("PRAGMA integrity_check")
-            .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
-            .with_context(|| format!("restored database {} failed integrity_check", f.display()))?;
-        if rows != ["ok"] {
-            bail!(
-                "restored database {} failed integrity_check: {}",
-                f.display(),
-                rows.join("; ")
-            );
-        }
-        dbs.push(f.clone());
+    let dbs: Vec<PathBuf> = files.iter().filter(|f| is_sqlite(f)).cloned().collect();
+    for db in &dbs {
+        check_one(db)?;
     }
     Ok(dbs)
+}
+
+fn check_one(f: &Path) -> Result<()> {
+    let uri = format!("file:{}?mode=ro", f.display());
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    let conn = rusqlite::Connection::open_with_flags(&uri, flags)
+        .or_else(|_| rusqlite::Connection::open(f))
+        .with_context(|| format!("restored database {} cannot be opened", f.display()))?;
+    let rows: Vec<String> = conn
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+        .with_context(|| format!("restored database {} failed integrity_check", f.display()))?;
+    if rows != ["ok"] {
+        bail!(
+            "restored database {} failed integrity_check: {}",
+            f.display(),
+            rows.join("; ")
+        );
+    }
+    Ok(())
 }
 
 fn owner_if_needed(cfg: &Config, root: &Path) -> Result<()> {
@@ -271,8 +302,7 @@ fn restore_to(
         }
     };
     let result = (|| {
-        let (mut out, checked) = extract(archive, ids, &Route::All(dir.to_path_buf()))?;
-        let databases = check_sqlite(&out.files)?;
+        let (mut out, checked, databases) = extract(archive, ids, &Route::All(dir.to_path_buf()))?;
         out.finish().context("applying modes and mtimes")?;
         if let Ok(rd) = fs::read_dir(dir) {
             for e in rd.flatten() {
@@ -344,8 +374,7 @@ fn restore_live(
         spool_dir,
     };
     // 1. Everything that can fail without touching the live tree.
-    let (mut out, checked) = extract(archive, ids, &route)?;
-    let databases = check_sqlite(&out.files)?;
+    let (mut out, checked, databases) = extract(archive, ids, &route)?;
     out.finish().context("applying modes and mtimes")?;
     staging.items.retain(|(_, staged, live)| {
         let present = staged.exists();
@@ -375,15 +404,18 @@ fn restore_live(
         Some(_) => Some(Systemd::connect(cfg.user.uid)?),
         None => None,
     };
+    backup::recover_stopped_units(cfg, systemd.as_ref())?;
     let guard = match (&svc.unit, &systemd) {
-        (Some(u), Some(sd)) => Some(UnitGuard::stop(sd, u)?),
+        (Some(u), Some(sd)) => Some(backup::stop_recorded(&cfg.target, sd, u)?),
         _ => None,
     };
     if let (Some(d), Some((spool, _))) = (&svc.dump, out.special.take()) {
         dump::restore_dump(d, cfg.user, spool)?;
     }
     let swapped = swap_all(&staging)?;
-    let started = guard.map(UnitGuard::restart).transpose();
+    let started = guard
+        .map(|g| backup::restart_recorded(&cfg.target, g))
+        .transpose();
     let healthy = started.and_then(|_| match (&svc.unit, &systemd) {
         (Some(u), Some(sd)) => sd.wait_active(u, health_timeout()),
         _ => Ok(()),
@@ -393,11 +425,13 @@ fn restore_live(
             "service did not come back after the restore: {e:#}; putting the previous data back"
         );
         let sd_guard = match (&svc.unit, &systemd) {
-            (Some(u), Some(sd)) => UnitGuard::stop(sd, u).ok(),
+            (Some(u), Some(sd)) => backup::stop_recorded(&cfg.target, sd, u).ok(),
             _ => None,
         };
         let back = swap_back(&staging, &swapped);
-        let restarted = sd_guard.map(UnitGuard::restart).transpose();
+        let restarted = sd_guard
+            .map(|g| backup::restart_recorded(&cfg.target, g))
+            .transpose();
         back.context("swapping the previous data back")?;
         restarted.context("starting the unit with the previous data")?;
         return Err(

@@ -151,16 +151,29 @@ fn inside(from_dir: &Path, target: &Path) -> Option<PathBuf> {
 /// Extracts `reader` (a tar stream) strictly, then drains it to EOF (only zero padding may
 /// follow the end of the archive) so the age final chunk and zstd checksum are verified.
 pub fn unpack<R: Read>(reader: R, route: &Route, limits: Limits) -> Result<Unpacked, UnpackError> {
+    unpack_with(reader, route, limits, &mut |_| {})
+}
+
+/// [`unpack`], calling `after_file` with each regular file once its content is written
+/// (restore starts SQLite checks there while the rest of the stream is extracted).
+pub fn unpack_with<R: Read>(
+    reader: R,
+    route: &Route,
+    limits: Limits,
+    after_file: &mut dyn FnMut(&Path),
+) -> Result<Unpacked, UnpackError> {
     let mut archive = tar::Archive::new(reader);
     let mut out = Unpacked::default();
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut symlinks: HashSet<PathBuf> = HashSet::new();
     let mut files: HashSet<PathBuf> = HashSet::new();
     let mut dirs: HashSet<PathBuf> = HashSet::new();
+    let mut buf = vec![0u8; 1 << 20];
     {
         let entries = archive.entries()?;
         for entry in entries {
             let mut entry = entry?;
+            crate::signals::check()?;
             out.entries += 1;
             if out.entries > limits.max_entries {
                 return Err(UnpackError::Archive(format!(
@@ -354,7 +367,7 @@ pub fn unpack<R: Read>(reader: R, route: &Route, limits: Limits) -> Result<Unpac
                         .create_new(true)
                         .mode(0o600)
                         .open(&dest)?;
-                    let n = io::copy(&mut (&mut entry).take(size), &mut f)?;
+                    let n = copy_big(&mut (&mut entry).take(size), &mut f, &mut buf)?;
                     if n != size {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -363,6 +376,8 @@ pub fn unpack<R: Read>(reader: R, route: &Route, limits: Limits) -> Result<Unpac
                         .into());
                     }
                     f.set_permissions(fs::Permissions::from_mode(mode.unwrap_or(0o644)))?;
+                    drop(f);
+                    after_file(&dest);
                     files.insert(rel.clone());
                     out.files.push(dest.clone());
                     out.deferred.push((dest, None, mtime));
@@ -385,6 +400,27 @@ pub fn unpack<R: Read>(reader: R, route: &Route, limits: Limits) -> Result<Unpac
         }
     }
     Ok(out)
+}
+
+/// `io::copy` with a large buffer: few, big writes (io::copy uses 8 KiB here).
+fn copy_big(r: &mut impl Read, w: &mut impl io::Write, buf: &mut [u8]) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match r.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(total);
+        }
+        w.write_all(&buf[..filled])?;
+        total += filled as u64;
+    }
 }
 
 fn add_bytes(out: &mut Unpacked, n: u64, limits: Limits) -> Result<(), UnpackError> {

@@ -242,6 +242,7 @@ fn backup_and_restore_stop_and_start_the_unit_on_every_path() {
         ),
     );
     let c = cfg.to_str().unwrap();
+    let cfg_text = fs::read_to_string(&cfg).unwrap();
 
     // Backup: stopped before the archive exists, started after it was committed.
     let archive = ok(
@@ -357,10 +358,12 @@ fn backup_and_restore_stop_and_start_the_unit_on_every_path() {
         None,
         "dump",
     );
+    // (The first start retries the unit whose start failed in the previous run.)
     let log = log_of(&bus);
     assert_eq!(
         log[1..],
         [
+            "StartUnit radarr.service archives=2",
             "StopUnit radarr.service archives=2",
             "StartUnit radarr.service archives=2"
         ],
@@ -374,4 +377,68 @@ fn backup_and_restore_stop_and_start_the_unit_on_every_path() {
         None,
         "cannot connect to the systemd manager",
     );
+
+    fs::write(&cfg, &cfg_text).unwrap();
+    // SIGTERM while the unit is stopped: the run stops, removes its temp file and starts
+    // the unit again; SIGKILL there: the next run starts it first.
+    for i in 0..16u64 {
+        fs::write(live.join(format!("big{i}")), noise(1 << 20, i + 5)).unwrap();
+    }
+    for (sig, at) in [
+        (nix::sys::signal::Signal::SIGTERM, "2025-02-01T00:00:00Z"),
+        (nix::sys::signal::Signal::SIGKILL, "2025-02-02T00:00:00Z"),
+    ] {
+        log_of(&bus);
+        let child = Command::new(bin())
+            .args(["--config", c, "backup", "--at", at])
+            .envs(env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while !bus
+            .state
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .any(|l| l.starts_with("StopUnit"))
+        {
+            assert!(t0.elapsed() < Duration::from_secs(30), "no StopUnit seen");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let names: Vec<String> = fs::read_dir(target.join("radarr"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        if sig == nix::sys::signal::Signal::SIGTERM {
+            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert!(err.contains("stopped by a signal"), "{err}");
+            assert!(!names.iter().any(|n| n.contains(".tmp-")), "{names:?}");
+            assert_eq!(
+                log_of(&bus)
+                    .last()
+                    .map(|l| l.starts_with("StartUnit radarr.service")),
+                Some(true)
+            );
+        } else {
+            assert!(log_of(&bus).iter().all(|l| !l.starts_with("StartUnit")));
+            ok(&["--config", c, "list"], &env, None);
+            ok(
+                &["--config", c, "backup", "--at", "2025-02-03T00:00:00Z"],
+                &env,
+                None,
+            );
+            let log = log_of(&bus);
+            assert!(
+                log[1].starts_with("StartUnit radarr.service"),
+                "recovery start missing: {log:?}"
+            );
+            assert!(!target.join(".stopped-radarr.service").exists());
+        }
+    }
 }

@@ -324,3 +324,66 @@ fn trailing_garbage_truncation_flipped_byte_and_wrong_key() {
 }
 
 use std::path::PathBuf;
+
+#[test]
+fn corrupt_sqlite_database_is_refused_before_the_swap() {
+    for t in ["age", "zstd", "tar"] {
+        need(t);
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (id, r) = age_key(d.path());
+    let src = d.path().join("src/radarr");
+    fs::create_dir_all(&src).unwrap();
+    let conn = rusqlite::Connection::open(src.join("radarr.db")).unwrap();
+    conn.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX tv ON t(v);")
+        .unwrap();
+    for i in 0..2000 {
+        conn.execute(
+            "INSERT INTO t(v) VALUES (?1)",
+            [format!("value number {i} with some padding text")],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    // Scribble over a b-tree page in the middle of the file (the header stays valid).
+    let mut db = fs::read(src.join("radarr.db")).unwrap();
+    let page = 4096 * 5;
+    for b in &mut db[page + 8..page + 600] {
+        *b = 0xA5;
+    }
+    fs::write(src.join("radarr.db"), db).unwrap();
+    let a = d.path().join("corrupt.tar.zst.age");
+    sh(&format!(
+        "tar -C {} -cf - radarr | zstd -q | age -r {r} > {}",
+        d.path().join("src").display(),
+        a.display()
+    ));
+    let live = d.path().join("live/radarr");
+    make_tree(&live);
+    let before = describe(&live);
+    let target = d.path().join("backups");
+    let cfg = write_config(
+        d.path(),
+        &target,
+        &[r],
+        &format!("  radarr: {{ paths: [{}] }}\n", live.display()),
+    );
+    let c = cfg.to_str().unwrap();
+    refused(
+        &[
+            "--config",
+            c,
+            "restore",
+            "--service",
+            "radarr",
+            "--archive",
+            a.to_str().unwrap(),
+            "--identity",
+            id.to_str().unwrap(),
+        ],
+        &[],
+        None,
+        "integrity_check",
+    );
+    assert_eq!(describe(&live), before);
+}

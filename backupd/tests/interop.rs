@@ -183,6 +183,32 @@ fn stock_pipeline_archive_restores_through_mms_backupd() {
         None,
     );
     assert_same_tree(&src, &to2);
+    // ASCII-armored age output (`age -a`) is accepted too.
+    let armored = d.path().join("armored.tar.zst.age");
+    sh(&format!(
+        "tar -C {} -cf - radarr | zstd -q | age -a -r {r} > {}",
+        d.path().join("src").display(),
+        armored.display()
+    ));
+    let to3 = d.path().join("restored3");
+    ok(
+        &[
+            "restore",
+            "--config",
+            c,
+            "--service",
+            "radarr",
+            "--archive",
+            armored.to_str().unwrap(),
+            "--identity",
+            id.to_str().unwrap(),
+            "--to",
+            to3.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    assert_same_tree(&src, &to3.join("radarr"));
     // --to refuses a non-empty directory.
     refused(
         &[

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod images;
 pub mod proxmox;
+pub mod remote;
 pub mod render;
 pub mod secrets;
 pub mod write;

@@ -103,8 +103,23 @@ pub fn known_names(catalog: &Catalog) -> BTreeSet<String> {
     names
 }
 
+/// Which secrets a check asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything any build of this site may need (`check`, `secrets`).
+    All,
+    /// Only what every build needs: the token, Tailscale, the services' own secrets
+    /// (`--apply` checks these before it changes anything; a rebuild brings its own
+    /// one-time migration key and needs no backup identity).
+    EveryBuild,
+}
+
 /// The secrets this site needs: `(name, why)`.
 pub fn required(site: &Site, catalog: &Catalog) -> Vec<(String, String)> {
+    required_in(site, catalog, Scope::All)
+}
+
+fn required_in(site: &Site, catalog: &Catalog, scope: Scope) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = ALWAYS
         .iter()
         .map(|(n, why)| (n.to_string(), why.to_string()))
@@ -115,6 +130,9 @@ pub fn required(site: &Site, catalog: &Catalog) -> Vec<(String, String)> {
                 out.push((sec.clone(), format!("service {}", s.name)));
             }
         }
+    }
+    if scope == Scope::EveryBuild {
+        return out;
     }
     if site.migrate.is_some() {
         out.push((
@@ -135,6 +153,16 @@ pub fn required(site: &Site, catalog: &Catalog) -> Vec<(String, String)> {
 /// Checks the secrets against the site: missing names, unknown names, and
 /// values with rules of their own (Immich's DB password). Pure.
 pub fn check(site: &Site, catalog: &Catalog, secrets: &Secrets) -> Vec<Diagnostic> {
+    check_in(site, catalog, secrets, Scope::All)
+}
+
+/// [`check`] limited to `scope`.
+pub fn check_in(
+    site: &Site,
+    catalog: &Catalog,
+    secrets: &Secrets,
+    scope: Scope,
+) -> Vec<Diagnostic> {
     let diag = |severity, path: &str, message: String| Diagnostic {
         severity,
         file: site.secrets_file.clone(),
@@ -143,7 +171,7 @@ pub fn check(site: &Site, catalog: &Catalog, secrets: &Secrets) -> Vec<Diagnosti
         message,
     };
     let mut out = Vec::new();
-    for (name, why) in required(site, catalog) {
+    for (name, why) in required_in(site, catalog, scope) {
         match secrets.get(&name) {
             None => out.push(diag(
                 Severity::Error,

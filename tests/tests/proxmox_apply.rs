@@ -252,3 +252,30 @@ fn apply_renders_in_memory_and_matches_render_out() {
     );
     assert!(text(&out).contains("up to date"), "{}", text(&out));
 }
+
+#[test]
+fn incomplete_secrets_are_refused_before_any_change() {
+    let sim = sim_with_template(SimConfig::default());
+    let site = site_dir(&sim, HASH_A);
+    let out = std::process::Command::new(harness::mms_build())
+        .args(["--apply", "--config"])
+        .arg(&site.config)
+        .arg("--bundle")
+        .arg(&site.bundle)
+        .stdin(std::process::Stdio::null())
+        .env_remove("MMS_IDENTITY")
+        .env("HOME", std::env::temp_dir())
+        .env("MMS_SECRET_PROXMOX_TOKEN_SECRET", token())
+        .env("MMS_SECRET_IMMICH_DB_PASSWORD", "Passw0rd")
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("tailscale_auth_key: missing secret"), "{all}");
+    assert!(all.contains("nothing was changed on Proxmox"), "{all}");
+    assert!(
+        sim.requests().iter().all(|r| r.method == "GET"),
+        "{:?}",
+        sim.requests()
+    );
+}

@@ -143,6 +143,23 @@ pub fn run(
     args: &ApplyArgs,
 ) -> Result<ExitCode> {
     let s = session(config_path, identity, insecure)?;
+    let missing: Vec<_> = secrets::check_in(
+        &s.loaded.site,
+        &s.loaded.catalog,
+        &s.secrets,
+        secrets::Scope::EveryBuild,
+    )
+    .into_iter()
+    .filter(|d| d.severity == crate::yaml::Severity::Error)
+    .collect();
+    if !missing.is_empty() {
+        for d in &missing {
+            eprintln!("{d}");
+        }
+        bail!(
+            "the secrets are incomplete; nothing was changed on Proxmox (`mms-build secrets show-names`)"
+        );
+    }
     let (first, rebuild) = bundles(args, &s.loaded)?;
     let inputs = ApplyInputs::new(&s.loaded.site, &s.secrets, first, rebuild)?;
     let progress = Progress::auto();

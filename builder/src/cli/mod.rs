@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand.
 
 mod apply;
+mod backup;
 mod check;
 mod destroy;
 mod plan;
@@ -79,6 +80,13 @@ pub enum Command {
         #[arg(value_enum, default_value = "site")]
         kind: schema::Kind,
     },
+    /// Back up the appliance's services now (runs mms-backupd on the VM over SSH).
+    Backup(backup::BackupArgs),
+    /// Restore a service on the appliance from an archive; the identity (--identity) is
+    /// streamed over SSH and never stored on the VM.
+    Restore(backup::RestoreArgs),
+    /// List the archives on the appliance (with --json: as JSON).
+    Backups,
     /// Build or rebuild the VM on Proxmox (blue/green; resumes what exists).
     Apply(apply::ApplyArgs),
     /// Print what `--apply` would do (reads Proxmox, changes nothing).
@@ -126,6 +134,11 @@ impl Cli {
             Command::Check => check::run(&self.config, self.identity.as_deref()),
             Command::Secrets(cmd) => cmd.run(&self.config, self.identity.as_deref()),
             Command::Schema { kind } => schema::run(kind),
+            Command::Backup(args) => backup::run_backup(&self.config, &args),
+            Command::Restore(args) => {
+                backup::run_restore(&self.config, self.identity.as_deref(), &args)
+            }
+            Command::Backups => backup::run_backups(&self.config, self.json),
             Command::Render(args) => render::run(&self.config, &args),
             Command::Completions { shell } => {
                 clap_complete::generate(

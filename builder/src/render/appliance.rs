@@ -806,7 +806,11 @@ fn system_units(site: &Site) -> Vec<(String, UnitFile)> {
                 "--config".into(),
                 FIRSTBOOT_CONFIG.into(),
             ]],
-            exec_start_post: vec![vec!["/usr/bin/rm".into(), "-f".into(), CUTOVER_TRIGGER.into()]],
+            exec_start_post: vec![vec![
+                "/usr/bin/rm".into(),
+                "-f".into(),
+                CUTOVER_TRIGGER.into(),
+            ]],
             ..Service::default()
         }),
         install: Install::default(),
