@@ -73,7 +73,7 @@ pub fn recover_stopped_units(cfg: &Config, systemd: Option<&Systemd>) -> Result<
         let sd = match systemd {
             Some(sd) => sd,
             None => {
-                owned = Systemd::connect(cfg.user.uid)?;
+                owned = Systemd::connect(cfg.user.uid, cfg.user.gid)?;
                 &owned
             }
         };
@@ -130,7 +130,7 @@ pub fn run(cfg: &Config, opts: &BackupOptions) -> Result<Vec<Outcome>> {
     let _lock = RunLock::acquire(&cfg.target)?;
     let needs_systemd = selected.iter().any(|(_, s)| s.unit.is_some());
     let systemd = if needs_systemd {
-        Some(Systemd::connect(cfg.user.uid)?)
+        Some(Systemd::connect(cfg.user.uid, cfg.user.gid)?)
     } else {
         None
     };

@@ -401,7 +401,7 @@ fn restore_live(
     }
     // 2. Stop, database, swap, start, health.
     let systemd = match &svc.unit {
-        Some(_) => Some(Systemd::connect(cfg.user.uid)?),
+        Some(_) => Some(Systemd::connect(cfg.user.uid, cfg.user.gid)?),
         None => None,
     };
     backup::recover_stopped_units(cfg, systemd.as_ref())?;

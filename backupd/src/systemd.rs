@@ -8,9 +8,11 @@
 //! - `MMS_BACKUPD_SYSTEMD_BUS=<D-Bus address>` (tests and special setups): a bus with a
 //!   daemon, where the manager owns `org.freedesktop.systemd1`;
 //! - running as the service user: its session bus `unix:path=/run/user/<uid>/bus`;
-//! - running as root: the user manager's private socket
-//!   `unix:path=/run/user/<uid>/systemd/private` (peer-to-peer; it accepts root, while the
-//!   user bus policy refuses root).
+//! - running as root: the same user bus, connected and authenticated with the effective
+//!   uid/gid switched to the service user, then root restored ([`connect_unix_as`]). The bus
+//!   policy refuses root itself, and the manager's private socket
+//!   (`/run/user/<uid>/systemd/private`) labels messages with sender names zbus rejects (seen
+//!   in the appliance VM: zbus panicked in its executor and the call never returned).
 
 use std::time::{Duration, Instant};
 
@@ -38,8 +40,8 @@ pub struct Systemd {
 }
 
 impl Systemd {
-    /// Connects to the manager of `uid` (see the module docs for how the bus is chosen).
-    pub fn connect(uid: u32) -> Result<Systemd> {
+    /// Connects to the manager of `uid`/`gid` (see the module docs for how the bus is chosen).
+    pub fn connect(uid: u32, gid: u32) -> Result<Systemd> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -48,26 +50,29 @@ impl Systemd {
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
             .map_or(Duration::from_secs(300), Duration::from_secs);
-        let (addr, p2p) = match std::env::var(BUS_ENV) {
+        let user_bus = format!("unix:path=/run/user/{uid}/bus");
+        let (addr, as_user) = match std::env::var(BUS_ENV) {
             Ok(a) if !a.is_empty() => (a, false),
-            _ if nix::unistd::geteuid().as_raw() == uid => {
-                (format!("unix:path=/run/user/{uid}/bus"), false)
-            }
-            _ => (format!("unix:path=/run/user/{uid}/systemd/private"), true),
+            _ => (user_bus, nix::unistd::geteuid().as_raw() != uid),
         };
-        let conn = rt
-            .block_on(async {
-                let b = zbus::connection::Builder::address(addr.as_str())?;
-                let b = if p2p { b.p2p() } else { b };
-                b.build().await
+        let conn = if as_user {
+            connect_unix_as(&addr, uid, gid, |stream| {
+                rt.block_on(zbus::connection::Builder::async_io_unix_stream(stream).build())
+                    .map_err(anyhow::Error::from)
             })
-            .with_context(|| {
-                format!("cannot connect to the systemd manager of uid {uid} at {addr}")
-            })?;
+        } else {
+            rt.block_on(async {
+                zbus::connection::Builder::address(addr.as_str())?
+                    .build()
+                    .await
+            })
+            .map_err(anyhow::Error::from)
+        }
+        .with_context(|| format!("cannot connect to the systemd manager of uid {uid} at {addr}"))?;
         let s = Systemd {
             rt,
             conn,
-            dest: if p2p { None } else { Some(DEST) },
+            dest: Some(DEST),
             timeout,
         };
         s.call::<()>("Subscribe", &())
@@ -251,4 +256,32 @@ impl Drop for UnitGuard<'_> {
             );
         }
     }
+}
+
+/// Connects to the `unix:path=` socket of `address` with the effective uid/gid switched to
+/// `uid`/`gid` (from root) and runs `authenticate` on the stream before switching back: a
+/// D-Bus daemon takes the peer's credentials at connect time and checks them during the
+/// EXTERNAL authentication. Must run while no other thread does privileged work.
+pub fn connect_unix_as<T>(
+    address: &str,
+    uid: u32,
+    gid: u32,
+    authenticate: impl FnOnce(std::os::unix::net::UnixStream) -> Result<T>,
+) -> Result<T> {
+    use nix::unistd::{Gid, Uid, setegid, seteuid};
+    let path = address
+        .strip_prefix("unix:path=")
+        .map(|p| p.split(',').next().unwrap_or(p))
+        .ok_or_else(|| anyhow!("bus address {address:?} is not unix:path=…"))?;
+    setegid(Gid::from_raw(gid)).context("setegid to the service user")?;
+    if let Err(e) = seteuid(Uid::from_raw(uid)) {
+        let _ = setegid(Gid::from_raw(0));
+        return Err(e).context("seteuid to the service user");
+    }
+    let result = std::os::unix::net::UnixStream::connect(path)
+        .with_context(|| format!("connecting to {path}"))
+        .and_then(authenticate);
+    seteuid(Uid::from_raw(0)).context("seteuid back to root")?;
+    setegid(Gid::from_raw(0)).context("setegid back to root")?;
+    result
 }

@@ -10,7 +10,7 @@
 //! policy, so in production the socket is connected and authenticated with the effective
 //! uid/gid switched to the service user, then switched back ([`connect_as`]).
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, bail};
 use std::time::{Duration, Instant};
 use zbus::zvariant::OwnedObjectPath;
 
@@ -52,26 +52,11 @@ pub fn connect(address: &str) -> Result<zbus::blocking::Connection> {
 /// connected and authenticated with the effective ids switched, then root is restored.
 /// Must run while no other thread of this process does privileged work.
 pub fn connect_as(address: &str, uid: u32, gid: u32) -> Result<zbus::blocking::Connection> {
-    use nix::unistd::{Gid, Uid, setegid, seteuid};
-    let path = address
-        .strip_prefix("unix:path=")
-        .map(|p| p.split(',').next().unwrap_or(p))
-        .ok_or_else(|| anyhow!("user bus address {address:?} is not unix:path=…"))?;
-    setegid(Gid::from_raw(gid)).context("setegid to the service user")?;
-    if let Err(e) = seteuid(Uid::from_raw(uid)) {
-        let _ = setegid(Gid::from_raw(0));
-        return Err(e).context("seteuid to the service user");
-    }
-    let result = std::os::unix::net::UnixStream::connect(path)
-        .with_context(|| format!("connecting to {path}"))
-        .and_then(|s| {
-            zbus::blocking::connection::Builder::async_io_unix_stream(s)
-                .build()
-                .with_context(|| format!("authenticating on the user bus {path}"))
-        });
-    seteuid(Uid::from_raw(0)).context("seteuid back to root")?;
-    setegid(Gid::from_raw(0)).context("setegid back to root")?;
-    result
+    mms_backupd::systemd::connect_unix_as(address, uid, gid, |s| {
+        zbus::blocking::connection::Builder::async_io_unix_stream(s)
+            .build()
+            .with_context(|| format!("authenticating on the user bus {address}"))
+    })
 }
 
 /// Waits until the `unix:path=` socket of `address` exists (the user manager starts
