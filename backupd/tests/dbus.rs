@@ -352,8 +352,15 @@ fn backup_and_restore_stop_and_start_the_unit_on_every_path() {
         ),
     );
     let env2 = [env[0], env[1], ("MMS_BACKUPD_PODMAN", "/bin/false")];
+    // Times of their own: earlier backups may have taken this very second.
     refused(
-        &["--config", cfg2.to_str().unwrap(), "backup"],
+        &[
+            "--config",
+            cfg2.to_str().unwrap(),
+            "backup",
+            "--at",
+            "2030-01-01T00:00:00Z",
+        ],
         &env2,
         None,
         "dump",
@@ -372,7 +379,7 @@ fn backup_and_restore_stop_and_start_the_unit_on_every_path() {
 
     // No bus at all: a clear error, nothing stopped.
     refused(
-        &["--config", c, "backup"],
+        &["--config", c, "backup", "--at", "2030-01-01T00:00:01Z"],
         &[("MMS_BACKUPD_SYSTEMD_BUS", "unix:path=/nonexistent/bus")],
         None,
         "cannot connect to the systemd manager",
