@@ -29,14 +29,21 @@ fn podman() -> String {
 }
 
 /// A `podman` command running as the service user (when we are root), with the user's
-/// runtime dir and home so rootless podman finds its storage.
+/// runtime dir and home so rootless podman finds its storage, and the user's session bus:
+/// without it podman falls back to the cgroupfs manager and `podman exec` cannot join the
+/// container's cgroup, which the user's systemd owns ("OCI permission denied", seen in the
+/// appliance VM).
 fn podman_as(owner: Owner) -> Command {
     let mut cmd = Command::new(podman());
     cmd.current_dir("/");
     let euid = nix::unistd::geteuid().as_raw();
     if euid == 0 && owner.uid != 0 {
         cmd.uid(owner.uid).gid(owner.gid);
-        cmd.env("XDG_RUNTIME_DIR", format!("/run/user/{}", owner.uid));
+        cmd.env("XDG_RUNTIME_DIR", format!("/run/user/{}", owner.uid))
+            .env(
+                "DBUS_SESSION_BUS_ADDRESS",
+                format!("unix:path=/run/user/{}/bus", owner.uid),
+            );
         if let Ok(Some(user)) = nix::unistd::User::from_uid(owner.uid.into()) {
             cmd.env("HOME", &user.dir)
                 .env("USER", &user.name)
