@@ -632,8 +632,9 @@ impl Run {
             let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir)?;
             run_ok(
-                Command::new("sh").arg("-c").arg(format!(
-                    "set -o pipefail 2>/dev/null; age -d -i {} {} | zstd -d | tar -x -C {}",
+                // bash: Debian's sh (dash) exits 2 on `set -o pipefail`.
+                Command::new("bash").arg("-c").arg(format!(
+                    "set -o pipefail; age -d -i {} {} | zstd -d | tar -x -C {}",
                     shell_quote(&site.identity.display().to_string()),
                     shell_quote(&file.display().to_string()),
                     shell_quote(&dir.display().to_string())
