@@ -355,6 +355,17 @@ pub type Endpoints = std::collections::BTreeMap<String, u16>;
 /// Given a row's `Implementation` and `Settings`, the members to set: (key, JSON literal).
 type SettingsEdit = Box<dyn Fn(&str, &str) -> Vec<(&'static str, String)>>;
 
+/// Sets `host`/`port` of the rows whose `Implementation` is `implementation`.
+fn host_port(implementation: &'static str, host: &'static str, port: u16) -> SettingsEdit {
+    Box::new(move |imp, _| {
+        if imp == implementation {
+            vec![("host", format!("{host:?}")), ("port", port.to_string())]
+        } else {
+            vec![]
+        }
+    })
+}
+
 /// Points stored endpoints at the new containers (arr-state.md §0 "network endpoints"):
 /// Servarr download clients of type SABnzbd → `sabnzbd:<port>` (the LXC used its own IP and
 /// port 7777), the Jellyfin ("MediaBrowser") connection → `jellyfin:<port>`, Prowlarr
@@ -366,37 +377,13 @@ pub fn rewrite_endpoints(path: &Path, app: App, eps: &Endpoints) -> Result<Vec<D
     if matches!(app, App::Radarr | App::Sonarr | App::Lidarr | App::Prowlarr)
         && let Some(port) = eps.get("sabnzbd").copied()
     {
-        edits.push((
-            "DownloadClients",
-            Box::new(move |imp, _| {
-                if imp == "Sabnzbd" {
-                    vec![
-                        ("host", "\"sabnzbd\"".to_string()),
-                        ("port", port.to_string()),
-                    ]
-                } else {
-                    vec![]
-                }
-            }),
-        ));
+        edits.push(("DownloadClients", host_port("Sabnzbd", "sabnzbd", port)));
     }
     if matches!(app, App::Radarr | App::Sonarr | App::Lidarr)
         && let Some(port) = eps.get("jellyfin").copied()
     {
         // The "Emby / Jellyfin" connection (library refresh after imports).
-        edits.push((
-            "Notifications",
-            Box::new(move |imp, _| {
-                if imp == "MediaBrowser" {
-                    vec![
-                        ("host", "\"jellyfin\"".to_string()),
-                        ("port", port.to_string()),
-                    ]
-                } else {
-                    vec![]
-                }
-            }),
-        ));
+        edits.push(("Notifications", host_port("MediaBrowser", "jellyfin", port)));
     }
     if app == App::Prowlarr {
         let eps = eps.clone();
