@@ -46,17 +46,6 @@ fn s(p: &Path) -> &str {
 fn renders_the_example_into_the_design_layout() {
     let bins = bins_dir(Some(elf(62)), Some(elf(62)));
     let out = tempfile::tempdir().unwrap();
-    let fresh = tempfile::tempdir().unwrap();
-    let o = mms_build(&[
-        "render",
-        "--out",
-        s(fresh.path()),
-        "--no-appliance-bin",
-        "--fresh",
-    ]);
-    assert!(o.status.success(), "{o:?}");
-    let fb = std::fs::read_to_string(fresh.path().join("rootfs/etc/mms/firstboot.yml")).unwrap();
-    assert!(fb.contains("state: fresh"), "{fb}");
     let o = mms_build(&[
         "render",
         "--out",
@@ -99,17 +88,6 @@ fn renders_the_example_into_the_design_layout() {
 fn missing_appliance_binary_is_a_clear_error() {
     let bins = bins_dir(Some(elf(62)), None);
     let out = tempfile::tempdir().unwrap();
-    let fresh = tempfile::tempdir().unwrap();
-    let o = mms_build(&[
-        "render",
-        "--out",
-        s(fresh.path()),
-        "--no-appliance-bin",
-        "--fresh",
-    ]);
-    assert!(o.status.success(), "{o:?}");
-    let fb = std::fs::read_to_string(fresh.path().join("rootfs/etc/mms/firstboot.yml")).unwrap();
-    assert!(fb.contains("state: fresh"), "{fb}");
     let o = mms_build(&[
         "render",
         "--out",
@@ -130,17 +108,6 @@ fn missing_appliance_binary_is_a_clear_error() {
 fn wrong_architecture_is_a_clear_error() {
     let bins = bins_dir(Some(elf(183)), Some(elf(62)));
     let out = tempfile::tempdir().unwrap();
-    let fresh = tempfile::tempdir().unwrap();
-    let o = mms_build(&[
-        "render",
-        "--out",
-        s(fresh.path()),
-        "--no-appliance-bin",
-        "--fresh",
-    ]);
-    assert!(o.status.success(), "{o:?}");
-    let fb = std::fs::read_to_string(fresh.path().join("rootfs/etc/mms/firstboot.yml")).unwrap();
-    assert!(fb.contains("state: fresh"), "{fb}");
     let o = mms_build(&[
         "render",
         "--out",
@@ -155,17 +122,6 @@ fn wrong_architecture_is_a_clear_error() {
         "{err}"
     );
     let bins = bins_dir(Some(b"#!/bin/sh\n".to_vec()), Some(elf(62)));
-    let fresh = tempfile::tempdir().unwrap();
-    let o = mms_build(&[
-        "render",
-        "--out",
-        s(fresh.path()),
-        "--no-appliance-bin",
-        "--fresh",
-    ]);
-    assert!(o.status.success(), "{o:?}");
-    let fb = std::fs::read_to_string(fresh.path().join("rootfs/etc/mms/firstboot.yml")).unwrap();
-    assert!(fb.contains("state: fresh"), "{fb}");
     let o = mms_build(&[
         "render",
         "--out",
