@@ -104,7 +104,7 @@ impl Decoder<'_> {
             .and_then(|n| self.tailscale(n, known_services.as_deref()));
         let backup = match top.get("backup") {
             Some(n) => self.backup(n),
-            None => Some(self.backup_defaults(&top)),
+            None => Some(default_backup()),
         };
         let migrate = match top.get("migrate") {
             Some(n) => self.migrate(n, known_services.as_deref()).map(Some),
@@ -692,25 +692,9 @@ impl Decoder<'_> {
         ok.then_some(TailscaleConfig { hostname, serve })
     }
 
-    fn backup_defaults(&mut self, _top: &Obj) -> BackupConfig {
-        BackupConfig {
-            recipients: Vec::new(),
-            target: "/data/backups".into(),
-            schedule: BackupSchedule {
-                config: "*-*-* 03:00:00".into(),
-                photos: "Sun *-*-* 04:00:00".into(),
-            },
-            retention: Retention {
-                daily: 7,
-                weekly: 4,
-                monthly: 6,
-            },
-        }
-    }
-
     fn backup(&mut self, n: &Node) -> Option<BackupConfig> {
         let o = obj::<BackupFile>(n, "backup", self.d)?;
-        let def = self.backup_defaults(&o);
+        let def = default_backup();
         let recipients = match o.get("recipients") {
             None => Some(Vec::new()),
             Some(rn) => self
@@ -1080,6 +1064,22 @@ impl Decoder<'_> {
                 ),
             );
         }
+    }
+}
+
+fn default_backup() -> BackupConfig {
+    BackupConfig {
+        recipients: Vec::new(),
+        target: "/data/backups".into(),
+        schedule: BackupSchedule {
+            config: "*-*-* 03:00:00".into(),
+            photos: "Sun *-*-* 04:00:00".into(),
+        },
+        retention: Retention {
+            daily: 7,
+            weekly: 4,
+            monthly: 6,
+        },
     }
 }
 
