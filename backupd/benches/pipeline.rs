@@ -54,7 +54,8 @@ fn generate(root: &Path, mib: u64) {
                 .unwrap();
             let mut i = 0u64;
             let target = db_bytes / db_count;
-            while i * 260 < target {
+            // Fill to the requested file size (checked every 4096 rows: rows vary in size).
+            while !i.is_multiple_of(4096) || db_size(&tx) < target {
                 let title = format!("Movie title number {} ({})", i, 1950 + i % 75);
                 let data = format!(
                     "{{\"quality\":\"Bluray-{}p\",\"size\":{},\"indexer\":\"idx{}\",\"grabbed\":true}}",
@@ -91,6 +92,16 @@ fn generate(root: &Path, mib: u64) {
         "<Config><Port>7878</Port></Config>\n",
     )
     .unwrap();
+}
+
+/// Bytes the database file holds (pages × page size).
+fn db_size(conn: &rusqlite::Connection) -> u64 {
+    conn.query_row(
+        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
 }
 
 fn du(p: &Path) -> u64 {
