@@ -351,13 +351,16 @@ fn first_build_and_rebuild_renderings_both_count_as_up_to_date() {
     assert_eq!(r.bundle.as_deref(), Some("bbbbbbbbbbbbbbbb"));
 }
 
-#[test]
-fn firstboot_that_never_starts_is_reported_at_wait_agent() {
+/// Runs a first build against a simulator whose boot stalls; returns the error.
+fn stalled_apply(
+    stall: impl FnOnce(&mut SimConfig),
+    limit: impl FnOnce(&mut flow::ApplyOptions),
+) -> (PveSim, flow::ApplyError) {
     let mut cfg = SimConfig::default();
-    cfg.durations.cloud_init = Duration::from_secs(3600);
+    stall(&mut cfg);
     let sim = sim_with_template(cfg);
     let mut opts = fast_opts();
-    opts.firstboot_timeout = Duration::from_millis(500);
+    limit(&mut opts);
     let err = rt()
         .block_on(flow::apply(
             &client(&sim),
@@ -365,7 +368,16 @@ fn firstboot_that_never_starts_is_reported_at_wait_agent() {
             &opts,
             &Progress::plain(),
         ))
-        .unwrap_err();
+        .expect_err("the stalled build must fail");
+    (sim, err)
+}
+
+#[test]
+fn firstboot_that_never_starts_is_reported_at_wait_agent() {
+    let (sim, err) = stalled_apply(
+        |c| c.durations.cloud_init = Duration::from_secs(3600),
+        |o| o.firstboot_timeout = Duration::from_millis(500),
+    );
     assert_eq!(err.step, "wait-agent");
     assert!(err.reason.contains("firstboot did not start"), "{err}");
     assert!(err.next.contains("cloud-init status --long"), "{err}");
@@ -373,4 +385,41 @@ fn firstboot_that_never_starts_is_reported_at_wait_agent() {
         sim.state().vms[&100].files.is_empty(),
         "no secret is written before firstboot runs"
     );
+}
+
+#[test]
+fn guest_agent_that_never_answers_is_reported_with_the_console_to_look_at() {
+    let (sim, err) = stalled_apply(
+        |c| c.durations.agent_boot = Duration::from_secs(3600),
+        |o| o.agent_timeout = Duration::from_millis(500),
+    );
+    assert_eq!(err.step, "wait-agent");
+    assert!(
+        err.reason
+            .contains("the guest agent of VM 100 did not answer within 0 s"),
+        "{err}"
+    );
+    assert!(err.next.contains("qm terminal 100"), "{err}");
+    assert!(err.next.contains("qemu-guest-agent"), "{err}");
+    assert!(sim.state().vms[&100].files.is_empty());
+}
+
+#[test]
+fn firstboot_stuck_in_a_phase_is_reported_with_that_phase() {
+    let (sim, err) = stalled_apply(
+        |c| c.durations.firstboot_phase = Duration::from_secs(3600),
+        |o| o.firstboot_timeout = Duration::from_millis(800),
+    );
+    assert_eq!(err.step, "firstboot");
+    assert!(
+        err.reason
+            .contains("firstboot of VM 100 did not finish within"),
+        "{err}"
+    );
+    assert!(err.reason.contains("(phase "), "{err}");
+    assert!(err.next.contains("mms-build status"), "{err}");
+    // The VM is left as it is for the operator to look at; nothing was cut over.
+    let st = sim.state();
+    assert!(st.vms[&100].running);
+    assert_eq!(st.vms[&100].name(), "mms-next");
 }

@@ -14,6 +14,7 @@ use super::progress::Progress;
 use crate::config::TemplateRef;
 use crate::proxmox::api::{VmConfig, VmRow};
 use crate::proxmox::sshkey::SshKeyPair;
+use crate::proxmox::tasks::PollPolicy;
 use crate::proxmox::{Client, ErrorKind, Form, ProxmoxError, Upid};
 use std::time::{Duration, Instant};
 
@@ -84,6 +85,41 @@ pub struct ApplyReport {
 }
 
 const RERUN: &str = "run `mms-build --apply` again: it resumes from what exists on Proxmox";
+
+/// Guest-agent calls pass through Proxmox into the VM: never poll them faster than this.
+const AGENT_POLL_FLOOR: Duration = Duration::from_millis(50);
+
+/// One bounded wait: whether its limit has passed, and the adaptive pause between polls.
+struct Wait {
+    start: Instant,
+    limit: Duration,
+    poll: PollPolicy,
+    floor: Duration,
+}
+
+impl Wait {
+    fn new(poll: PollPolicy, limit: Duration, floor: Duration) -> Self {
+        Wait {
+            start: Instant::now(),
+            limit,
+            poll,
+            floor,
+        }
+    }
+
+    fn expired(&self) -> bool {
+        self.start.elapsed() > self.limit
+    }
+
+    fn limit_secs(&self) -> u64 {
+        self.limit.as_secs()
+    }
+
+    async fn pause(&self) {
+        let delay = self.poll.next_delay(self.start.elapsed()).max(self.floor);
+        tokio::time::sleep(delay).await;
+    }
+}
 
 fn next_for(step: &str, e: &ProxmoxError) -> String {
     match e.kind() {
@@ -694,8 +730,11 @@ impl Run<'_> {
         let step = "wait-clone";
         let vmid = self.next(step)?;
         let node = self.node().to_owned();
-        let start = Instant::now();
-        let poll = self.client.poll_policy();
+        let wait = Wait::new(
+            self.client.poll_policy(),
+            self.opts.task_timeout,
+            Duration::ZERO,
+        );
         loop {
             match self.client.vm_config(&node, vmid).await {
                 Ok(cfg) if cfg.get("lock").is_none() => return Ok(()),
@@ -711,28 +750,25 @@ impl Run<'_> {
                 }
                 Err(e) => return Err(self.err(step, e)),
             }
-            if start.elapsed() > self.opts.task_timeout {
+            if wait.expired() {
                 return Err(fail_msg(
                     step,
                     self.serving,
-                    format!(
-                        "VM {vmid} is still locked after {} s",
-                        self.opts.task_timeout.as_secs()
-                    ),
+                    format!("VM {vmid} is still locked after {} s", wait.limit_secs()),
                     format!(
                         "check the clone task in the Proxmox UI (Tasks of node {node}), then {RERUN}"
                     ),
                 ));
             }
-            tokio::time::sleep(poll.next_delay(start.elapsed())).await;
+            wait.pause().await;
         }
     }
 
     async fn wait_agent(&self, vmid: u32) -> Result<(), ApplyError> {
         let step = "wait-agent";
         let node = self.node();
-        let start = Instant::now();
         let poll = self.client.poll_policy();
+        let wait = Wait::new(poll, self.opts.agent_timeout, AGENT_POLL_FLOOR);
         loop {
             let last = match self.client.agent_ping(node, vmid).await {
                 Ok(()) => break,
@@ -746,60 +782,55 @@ impl Run<'_> {
                 }
                 Err(e) => e.message(),
             };
-            if start.elapsed() > self.opts.agent_timeout {
+            if wait.expired() {
                 return Err(fail_msg(
                     step,
                     self.serving,
                     format!(
                         "the guest agent of VM {vmid} did not answer within {} s (last: {last})",
-                        self.opts.agent_timeout.as_secs()
+                        wait.limit_secs()
                     ),
                     format!(
                         "look at the VM's console (`qm terminal {vmid}` on the node): did it boot, is qemu-guest-agent installed in the template? Then {RERUN}"
                     ),
                 ));
             }
-            tokio::time::sleep(
-                poll.next_delay(start.elapsed())
-                    .max(Duration::from_millis(50)),
-            )
-            .await;
+            wait.pause().await;
         }
         // The agent answers early in boot; secrets go in once cloud-init has
         // installed the appliance and firstboot has started (its status file exists).
-        let start = Instant::now();
+        let wait = Wait::new(poll, self.opts.firstboot_timeout, AGENT_POLL_FLOOR);
         self.progress
             .status("waiting for cloud-init to start firstboot");
         loop {
             if read_firstboot(self.client, node, vmid).await.is_some() {
                 return Ok(());
             }
-            if start.elapsed() > self.opts.firstboot_timeout {
+            if wait.expired() {
                 return Err(fail_msg(
                     step,
                     self.serving,
                     format!(
                         "firstboot did not start in VM {vmid} within {} s: {FIRSTBOOT_STATUS} does not exist",
-                        self.opts.firstboot_timeout.as_secs()
+                        wait.limit_secs()
                     ),
                     format!(
                         "look at `cloud-init status --long` and `journalctl -u mms-firstboot` on VM {vmid} (console: `qm terminal {vmid}`), then {RERUN}"
                     ),
                 ));
             }
-            tokio::time::sleep(
-                poll.next_delay(start.elapsed())
-                    .max(Duration::from_millis(50)),
-            )
-            .await;
+            wait.pause().await;
         }
     }
 
     async fn follow_firstboot(&self, vmid: u32) -> Result<(), ApplyError> {
         let step = "firstboot";
         let node = self.node();
-        let start = Instant::now();
-        let poll = self.client.poll_policy();
+        let wait = Wait::new(
+            self.client.poll_policy(),
+            self.opts.firstboot_timeout,
+            AGENT_POLL_FLOOR,
+        );
         let mut shown = String::new();
         loop {
             if let Some(st) = read_firstboot(self.client, node, vmid).await {
@@ -822,22 +853,18 @@ impl Run<'_> {
                     return Ok(());
                 }
             }
-            if start.elapsed() > self.opts.firstboot_timeout {
+            if wait.expired() {
                 return Err(fail_msg(
                     step,
                     self.serving,
                     format!(
                         "firstboot of VM {vmid} did not finish within {} s (phase {shown})",
-                        self.opts.firstboot_timeout.as_secs()
+                        wait.limit_secs()
                     ),
                     format!("see `mms-build status`; then {RERUN}"),
                 ));
             }
-            tokio::time::sleep(
-                poll.next_delay(start.elapsed())
-                    .max(Duration::from_millis(50)),
-            )
-            .await;
+            wait.pause().await;
         }
     }
 
