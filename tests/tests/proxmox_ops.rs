@@ -47,9 +47,7 @@ fn rebuild_with_an_old_vm_then_rollback() {
         assert_eq!(new.files[CUTOVER_TRIGGER], "cutover\n");
         assert_eq!(new.name(), "mms");
     }
-    let lines = rt()
-        .block_on(ops::status(&client(&sim), "pve", "mms"))
-        .unwrap();
+    let lines = rt().block_on(ops::status(&client(&sim), "mms")).unwrap();
     let roles: Vec<(u32, &str)> = lines.iter().map(|l| (l.vmid, l.role.as_str())).collect();
     assert_eq!(roles, [(101, "serving"), (100, "retired")]);
     assert_eq!(lines[0].healthy, Some(true));
@@ -127,6 +125,66 @@ fn first_build_snapshots_the_migration_source_once() {
     ))
     .unwrap();
     assert_eq!(sim.state().vms[&105].snapshots.len(), 1);
+}
+
+#[test]
+fn a_vm_on_another_cluster_node_is_shown_and_destroyed_there_but_not_rebuilt() {
+    let sim = sim_with_template(SimConfig::default());
+    apply(&sim, HASH_A);
+    sim.move_to_node(100, "pve2");
+    let c = client(&sim);
+    // status reads firstboot where the VM lives.
+    let lines = rt().block_on(ops::status(&c, "mms")).unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!((lines[0].vmid, lines[0].node.as_str()), (100, "pve2"));
+    assert_eq!(lines[0].healthy, Some(true));
+    // A rebuild would address VM 100 on node pve: refused before anything changes.
+    let before = sim.requests().len();
+    let err = rt()
+        .block_on(flow::apply(
+            &c,
+            &inputs(HASH_B),
+            &fast_opts(),
+            &Progress::plain(),
+        ))
+        .unwrap_err();
+    assert_eq!(err.step, "observe");
+    assert!(
+        err.reason.contains("VM 100 (mms) is on node pve2")
+            && err.reason.contains("qm migrate 100 pve"),
+        "{err}"
+    );
+    assert!(
+        sim.requests()[before..].iter().all(|r| r.method == "GET"),
+        "nothing was changed"
+    );
+    assert_eq!(sim.state().vms.len(), 2, "template and VM 100 only");
+    let err = rt()
+        .block_on(ops::rollback(
+            &c,
+            "pve",
+            "mms",
+            Duration::from_secs(5),
+            &Progress::plain(),
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("is on node pve2"), "{err}");
+    // destroy works on every node.
+    let t = rt()
+        .block_on(ops::destroy_targets(&c, "pve", "mms", "local"))
+        .unwrap();
+    assert_eq!(t.vms.len(), 1);
+    assert_eq!(t.vms[0].node, "pve2");
+    rt().block_on(ops::destroy(
+        &c,
+        "pve",
+        "local",
+        &t,
+        Duration::from_secs(5),
+        &Progress::plain(),
+    ))
+    .unwrap();
+    assert!(!sim.state().vms.contains_key(&100));
 }
 
 #[test]

@@ -167,6 +167,7 @@ fn observed_from(row: &VmRow, cfg: Option<&VmConfig>) -> ObservedVm {
         lock: row.lock.clone(),
         template: row.template,
         description: None,
+        node: row.node.clone(),
     };
     if let Some(cfg) = cfg {
         if let Some(n) = cfg.get("name") {
@@ -227,9 +228,20 @@ pub struct Observation {
     pub rows: Vec<VmRow>,
 }
 
+/// Why the cluster could not be observed.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// A request failed.
+    #[error(transparent)]
+    Proxmox(#[from] ProxmoxError),
+    /// The guests are in a state MMS must not act on (the message says what to change).
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// Reads what exists (read-only): guests, the `-next` and current VMs' config
 /// and firstboot status, this site's seed ISOs, the migration snapshot.
-pub async fn observe(client: &Client, inputs: &ApplyInputs) -> Result<Observation, ProxmoxError> {
+pub async fn observe(client: &Client, inputs: &ApplyInputs) -> Result<Observation, ObserveError> {
     // Either rendering (first build or rebuild) may be what runs.
     let mut d = inputs.desired.clone();
     if let Some(rb) = &inputs.rebuild_bundle {
@@ -243,7 +255,9 @@ pub async fn observe(client: &Client, inputs: &ApplyInputs) -> Result<Observatio
     let mut next_config = None;
     for row in rows.iter().filter(|r| r.kind == "qemu") {
         // Right after a clone a row has no name yet; a -next VM may not be tagged yet.
+        // (A guest on another node answers only there: it is refused below by its row.)
         let needs_config = !row.template
+            && row.node == *node
             && (row.name.is_none() || row.name.as_deref() == Some(next_name.as_str()));
         if needs_config {
             match client.vm_config(node, row.vmid).await {
@@ -259,17 +273,15 @@ pub async fn observe(client: &Client, inputs: &ApplyInputs) -> Result<Observatio
                     vms.push(vm);
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         } else {
             vms.push(observed_from(row, None));
         }
     }
-    let roles = plan::classify(&vms, &d.name).map_err(|detail| ProxmoxError::Protocol {
-        method: "GET".into(),
-        path: "/cluster/resources".into(),
-        detail,
-    })?;
+    let roles = plan::classify(&vms, &d.name)
+        .and_then(|roles| plan::check_nodes(&roles, node).map(|()| roles))
+        .map_err(ObserveError::Refused)?;
     let mut obs = Observed {
         next_config,
         ..Default::default()
@@ -346,9 +358,15 @@ pub async fn plan_only(
     inputs: &ApplyInputs,
     destroy_old: bool,
 ) -> Result<(Observation, Plan), ApplyError> {
-    let obs = observe(client, inputs)
-        .await
-        .map_err(|e| fail("observe", None, e))?;
+    let obs = observe(client, inputs).await.map_err(|e| match e {
+        ObserveError::Proxmox(e) => fail("observe", None, e),
+        ObserveError::Refused(why) => fail_msg(
+            "observe",
+            None,
+            why,
+            "make that change in Proxmox, then run `mms-build --apply` again".into(),
+        ),
+    })?;
     let (d, _) = choose(inputs, &obs.observed);
     let p = plan::plan(&obs.observed, &d, destroy_old);
     Ok((obs, p))

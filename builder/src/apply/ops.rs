@@ -21,6 +21,7 @@ fn observed(rows: &[VmRow]) -> Vec<ObservedVm> {
             lock: r.lock.clone(),
             template: r.template,
             description: None,
+            node: r.node.clone(),
         })
         .collect()
 }
@@ -48,7 +49,9 @@ pub async fn rollback(
     progress: &Progress,
 ) -> Result<(u32, Option<u32>)> {
     let rows = client.vms().await.context("listing VMs")?;
-    let roles = plan::classify(&observed(&rows), name).map_err(anyhow::Error::msg)?;
+    let roles = plan::classify(&observed(&rows), name)
+        .and_then(|roles| plan::check_nodes(&roles, node).map(|()| roles))
+        .map_err(anyhow::Error::msg)?;
     let Some(back) = roles.retired.first() else {
         bail!("no VM tagged {RETIRED_TAG}: there is nothing to roll back to");
     };
@@ -109,11 +112,24 @@ pub async fn rollback(
     Ok((back.vmid, demoted))
 }
 
+/// A VM `destroy` deletes.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetVm {
+    /// VMID.
+    pub vmid: u32,
+    /// Name.
+    pub name: String,
+    /// Running (stopped first).
+    pub running: bool,
+    /// The cluster node it lives on.
+    pub node: String,
+}
+
 /// What `destroy` would delete.
 #[derive(Debug, Clone, Serialize)]
 pub struct DestroyTargets {
-    /// VMs tagged `mms` (serving, building, retired).
-    pub vms: Vec<(u32, String, bool)>,
+    /// VMs tagged `mms` (serving, building, retired), on any node.
+    pub vms: Vec<TargetVm>,
     /// This site's seed ISOs.
     pub isos: Vec<String>,
 }
@@ -129,7 +145,12 @@ pub async fn destroy_targets(
     let vms = observed(&rows)
         .into_iter()
         .filter(|v| !v.template && v.tags.iter().any(|t| t == TAG))
-        .map(|v| (v.vmid, v.name, v.running))
+        .map(|v| TargetVm {
+            vmid: v.vmid,
+            name: v.name,
+            running: v.running,
+            node: v.node,
+        })
         .collect();
     let prefix = format!("{iso_storage}:iso/{name}-");
     let isos = client
@@ -152,8 +173,11 @@ pub async fn destroy(
     timeout: Duration,
     progress: &Progress,
 ) -> Result<()> {
-    for (vmid, name, running) in &t.vms {
-        if *running {
+    for vm in &t.vms {
+        let TargetVm {
+            vmid, name, node, ..
+        } = vm;
+        if vm.running {
             progress.info(&format!("stopping VM {vmid} ({name})"));
             wait(
                 client,
@@ -193,6 +217,8 @@ pub struct VmLine {
     pub name: String,
     /// `serving`, `building`, `retired`.
     pub role: String,
+    /// The cluster node it lives on.
+    pub node: String,
     /// `running` / `stopped`.
     pub status: String,
     /// Bundle hash (16 hex), when tagged.
@@ -207,8 +233,9 @@ pub struct VmLine {
     pub healthy: Option<bool>,
 }
 
-/// `mms-build status`: every VM MMS manages, with its firstboot status.
-pub async fn status(client: &Client, node: &str, name: &str) -> Result<Vec<VmLine>> {
+/// `mms-build status`: every VM MMS manages, on whichever node it lives, with its firstboot
+/// status.
+pub async fn status(client: &Client, name: &str) -> Result<Vec<VmLine>> {
     let rows = client.vms().await.context("listing VMs")?;
     let roles = plan::classify(&observed(&rows), name).map_err(anyhow::Error::msg)?;
     let mut out = Vec::new();
@@ -217,6 +244,7 @@ pub async fn status(client: &Client, node: &str, name: &str) -> Result<Vec<VmLin
             vmid: vm.vmid,
             name: vm.name.clone(),
             role: role.into(),
+            node: vm.node.clone(),
             status: if vm.running { "running" } else { "stopped" }.into(),
             bundle: vm.bundle(),
             tags: vm.tags.clone(),
@@ -233,7 +261,7 @@ pub async fn status(client: &Client, node: &str, name: &str) -> Result<Vec<VmLin
         .chain(roles.retired.iter().map(|v| (v, "retired")))
     {
         let fb = if vm.running {
-            read_firstboot(client, node, vm.vmid).await
+            read_firstboot(client, &vm.node, vm.vmid).await
         } else {
             None
         };

@@ -81,6 +81,8 @@ pub struct ObservedVm {
     pub template: bool,
     /// Description (carries the clone marker).
     pub description: Option<String>,
+    /// The cluster node the guest lives on.
+    pub node: String,
 }
 
 impl ObservedVm {
@@ -152,6 +154,33 @@ pub fn classify(vms: &[ObservedVm], name: &str) -> Result<Roles, String> {
     }
     roles.retired.sort_by_key(|v| std::cmp::Reverse(v.vmid));
     Ok(roles)
+}
+
+/// Refuses to act when a VM of this site lives on another cluster node than `node`
+/// (`proxmox.node`): every step addresses that node, and a guest answers only on its own.
+pub fn check_nodes(roles: &Roles, node: &str) -> Result<(), String> {
+    let elsewhere: Vec<&ObservedVm> = roles
+        .current
+        .iter()
+        .chain(&roles.next)
+        .chain(&roles.retired)
+        .filter(|v| v.node != node)
+        .collect();
+    let Some(first) = elsewhere.first() else {
+        return Ok(());
+    };
+    let list: Vec<String> = elsewhere
+        .iter()
+        .map(|v| format!("VM {} ({}) is on node {}", v.vmid, v.name, v.node))
+        .collect();
+    Err(format!(
+        "{}, but this site builds on node {node} (proxmox.node): migrate it back \
+         (`qm migrate {} {node}` on node {}, or Migrate in the web UI) or set proxmox.node to its node \
+         (the template must be there too)",
+        list.join("; "),
+        first.vmid,
+        first.node
+    ))
 }
 
 /// firstboot's status document, read tolerantly.
@@ -729,6 +758,7 @@ mod tests {
             lock: None,
             template: false,
             description: None,
+            node: "pve".into(),
         }
     }
 
@@ -960,6 +990,24 @@ mod tests {
         let p = plan(&obs, &desired(), false);
         assert!(!p.up_to_date);
         assert_eq!(steps(&p), ["eject-iso", "delete-iso"]);
+    }
+
+    #[test]
+    fn guests_on_another_node_are_refused_by_name() {
+        let cur = vm(100, "mms", &["mms"], true);
+        let mut retired = vm(90, "mms-retired", &["mms", "mms-retired"], false);
+        let roles = classify(&[cur.clone(), retired.clone()], "mms").unwrap();
+        assert_eq!(check_nodes(&roles, "pve"), Ok(()));
+        retired.node = "pve2".into();
+        let roles = classify(&[cur, retired], "mms").unwrap();
+        let e = check_nodes(&roles, "pve").unwrap_err();
+        assert!(e.starts_with("VM 90 (mms-retired) is on node pve2, but this site builds on node pve (proxmox.node)"), "{e}");
+        assert!(e.contains("`qm migrate 90 pve` on node pve2"), "{e}");
+        // Other sites' guests and foreign VMs do not matter.
+        let mut other = vm(7, "plex", &[], true);
+        other.node = "pve3".into();
+        let roles = classify(&[other], "mms").unwrap();
+        assert_eq!(check_nodes(&roles, "pve"), Ok(()));
     }
 
     #[test]

@@ -26,10 +26,13 @@ pub fn run(
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("this deletes, with their disks:");
-    for (vmid, n, running) in &targets.vms {
+    for vm in &targets.vms {
         eprintln!(
-            "  VM {vmid} {n}{}",
-            if *running { " (running)" } else { "" }
+            "  VM {} {} on node {}{}",
+            vm.vmid,
+            vm.name,
+            vm.node,
+            if vm.running { " (running)" } else { "" }
         );
     }
     for v in &targets.isos {

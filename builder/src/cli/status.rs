@@ -15,7 +15,7 @@ pub fn run(
 ) -> Result<ExitCode> {
     let s = session(config_path, identity, insecure)?;
     let site = &s.loaded.site;
-    let lines = runtime()?.block_on(ops::status(&s.client, &site.proxmox.node, &site.vm.name))?;
+    let lines = runtime()?.block_on(ops::status(&s.client, &site.vm.name))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&lines)?);
         return Ok(ExitCode::SUCCESS);
@@ -38,11 +38,12 @@ pub fn run(
             (None, _) => String::new(),
         };
         println!(
-            "{:>6}  {:<16} {:<9} {:<8} bundle {:<16}  {fb}",
+            "{:>6}  {:<16} {:<9} {:<8} {:<10} bundle {:<16}  {fb}",
             l.vmid,
             l.name,
             l.role,
             l.status,
+            format!("on {}", l.node),
             l.bundle.clone().unwrap_or_else(|| "-".into())
         );
     }

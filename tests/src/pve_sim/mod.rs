@@ -155,6 +155,14 @@ impl PveSim {
         s
     }
 
+    /// Moves a guest to another cluster node (as `qm migrate` would): from then on it
+    /// answers only requests addressed to that node.
+    pub fn move_to_node(&self, vmid: u32, node: &str) {
+        if let Some(vm) = self.inner.lock().vms.get_mut(&vmid) {
+            vm.node = Some(node.to_owned());
+        }
+    }
+
     /// Adds a fault.
     pub fn inject(&self, fault: Fault) {
         self.inner.lock().faults.push(fault);
@@ -257,6 +265,7 @@ impl PveSim {
             firstboot_fail: None,
             firstboot_done: done,
             snapshots: Vec::new(),
+            node: None,
         });
     }
 }

@@ -284,6 +284,8 @@ pub struct Vm {
     pub firstboot_done: bool,
     /// Snapshot names.
     pub snapshots: Vec<String>,
+    /// Another cluster node the guest lives on (`None`: the simulated node).
+    pub node: Option<String>,
 }
 
 impl Vm {
@@ -854,15 +856,39 @@ impl State {
         if let Err(errors) = schema::validate(&ep, &params) {
             return param_error(errors);
         }
-        if let Some(n) = params.get("node")
-            && *n != self.cfg.node
-        {
-            return fail(
-                500,
-                &format!(
-                    "hostname lookup '{n}' failed - failed to get address info for: {n}: Name or service not known"
-                ),
-            );
+        if let Some(n) = params.get("node") {
+            let known =
+                *n == self.cfg.node || self.vms.values().any(|vm| vm.node.as_ref() == Some(n));
+            if !known {
+                return fail(
+                    500,
+                    &format!(
+                        "hostname lookup '{n}' failed - failed to get address info for: {n}: Name or service not known"
+                    ),
+                );
+            }
+            // A guest answers only on the node that holds its config (pve-cluster's
+            // nodes/<node>/qemu-server/<vmid>.conf).
+            let guest = params
+                .get("vmid")
+                .and_then(|v| v.parse::<u32>().ok())
+                .and_then(|id| self.vms.get(&id));
+            if let Some(vm) = guest
+                && vm.node.as_deref().unwrap_or(&self.cfg.node) != n.as_str()
+            {
+                let dir = if vm.kind == Kind::Qemu {
+                    "qemu-server"
+                } else {
+                    "lxc"
+                };
+                return fail(
+                    500,
+                    &format!(
+                        "Configuration file 'nodes/{n}/{dir}/{}.conf' does not exist",
+                        vm.vmid
+                    ),
+                );
+            }
         }
         self.dispatch(&ep, params, upload)
     }
@@ -913,6 +939,7 @@ impl State {
                     .filter(|_| self.has("VM.Audit"))
                     .map(|vm| {
                         let kind = if vm.kind == Kind::Qemu { "qemu" } else { "lxc" };
+                        let node = vm.node.as_deref().unwrap_or(&node);
                         if now < vm.created + self.cfg.rrd_delay {
                             return json!({"id": format!("{kind}/{}", vm.vmid), "type": kind, "vmid": vm.vmid,
                                           "node": node, "status": "unknown"});
@@ -1044,6 +1071,7 @@ impl State {
                     firstboot_fail,
                     firstboot_done: false,
                     snapshots: vec![],
+                    node: None,
                 });
                 let upid = self.new_task(
                     "qmclone",
@@ -1566,6 +1594,7 @@ impl State {
             firstboot_fail: None,
             firstboot_done: false,
             snapshots: vec![],
+            node: None,
         });
         let (err, slow) = ov;
         let effect = if err.is_some() {
