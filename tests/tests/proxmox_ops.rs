@@ -128,6 +128,51 @@ fn first_build_snapshots_the_migration_source_once() {
 }
 
 #[test]
+fn the_migration_source_is_snapshotted_on_its_own_node_and_a_missing_one_is_named() {
+    let sim = sim_with_template(SimConfig::default());
+    let mut i = inputs(HASH_A);
+    i.desired.migrate_vmid = Some(105);
+    let err = rt()
+        .block_on(flow::apply(
+            &client(&sim),
+            &i,
+            &fast_opts(),
+            &Progress::plain(),
+        ))
+        .unwrap_err();
+    assert_eq!(err.step, "observe");
+    assert!(
+        err.reason
+            .contains("migrate.from.proxmox_vmid is 105, but the cluster has no container"),
+        "{err}"
+    );
+    assert_eq!(sim.state().vms.len(), 1, "nothing was built");
+    sim.add_container(105, "radarr-lxc");
+    sim.move_to_node(105, "pve2");
+    let (_, p) = rt()
+        .block_on(flow::plan_only(&client(&sim), &i, false))
+        .unwrap();
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| a.to_string() == "snapshot container 105 on node pve2 as mms-pre-migrate-0123456789abcdef before migrating"),
+        "{:?}",
+        p.actions
+    );
+    rt().block_on(flow::apply(
+        &client(&sim),
+        &i,
+        &fast_opts(),
+        &Progress::plain(),
+    ))
+    .unwrap();
+    assert_eq!(
+        sim.state().vms[&105].snapshots,
+        ["mms-pre-migrate-0123456789abcdef"]
+    );
+}
+
+#[test]
 fn a_vm_on_another_cluster_node_is_shown_and_destroyed_there_but_not_rebuilt() {
     let sim = sim_with_template(SimConfig::default());
     apply(&sim, HASH_A);

@@ -329,8 +329,19 @@ pub async fn observe(client: &Client, inputs: &ApplyInputs) -> Result<Observatio
         .collect();
     let first_build = roles.current.is_none() && roles.retired.is_empty() && roles.next.is_none();
     if first_build && let Some(ct) = d.migrate_vmid {
-        let snaps = client.lxc_snapshots(node, ct).await?;
+        // The container may live on any node of the cluster.
+        let source = rows
+            .iter()
+            .find(|r| r.vmid == ct && r.kind == "lxc")
+            .ok_or_else(|| {
+                ObserveError::Refused(format!(
+                    "migrate.from.proxmox_vmid is {ct}, but the cluster has no container with that VMID \
+                     (`pct list` on each node): correct the VMID in mms.yml, or remove proxmox_vmid to migrate without a snapshot"
+                ))
+            })?;
+        let snaps = client.lxc_snapshots(&source.node, ct).await?;
         obs.source_snapshot = Some(snaps.contains(&d.snapshot_name()));
+        obs.source_node = Some(source.node.clone());
     }
     obs.roles = roles;
     Ok(Observation {
@@ -524,13 +535,16 @@ impl Run<'_> {
                     .await?;
                 self.next_vmid = None;
             }
-            Action::SnapshotSource { vmid, snapname } => {
+            Action::SnapshotSource {
+                vmid,
+                node: on,
+                snapname,
+            } => {
                 let desc = format!("before migration to MMS bundle {}", d.hash16);
+                let on = on.as_deref().unwrap_or(&node);
                 self.task(
                     step,
-                    self.client
-                        .lxc_snapshot(&node, *vmid, snapname, &desc)
-                        .await,
+                    self.client.lxc_snapshot(on, *vmid, snapname, &desc).await,
                 )
                 .await?;
             }

@@ -325,6 +325,8 @@ pub struct Observed {
     pub isos: Vec<String>,
     /// Whether the migration source already has our snapshot.
     pub source_snapshot: Option<bool>,
+    /// The cluster node the migration source container lives on.
+    pub source_node: Option<String>,
 }
 
 /// One step of the apply flow. Steps without a VMID act on the `-next` VM
@@ -337,8 +339,12 @@ pub enum Action {
         running: bool,
         why: String,
     },
-    /// Snapshot the LXC migration source.
-    SnapshotSource { vmid: u32, snapname: String },
+    /// Snapshot the LXC migration source on its node (`None`: `proxmox.node`).
+    SnapshotSource {
+        vmid: u32,
+        node: Option<String>,
+        snapname: String,
+    },
     /// `nextid` + full clone of the template as `<name>-next`.
     Clone { name: String },
     /// Wait until the clone lock is released.
@@ -400,11 +406,16 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::DiscardNext { vmid, why, .. } => write!(f, "delete VM {vmid} ({why})"),
-            Action::SnapshotSource { vmid, snapname } => {
-                write!(
-                    f,
-                    "snapshot container {vmid} as {snapname} before migrating"
-                )
+            Action::SnapshotSource {
+                vmid,
+                node,
+                snapname,
+            } => {
+                write!(f, "snapshot container {vmid}")?;
+                if let Some(node) = node {
+                    write!(f, " on node {node}")?;
+                }
+                write!(f, " as {snapname} before migrating")
             }
             Action::Clone { name } => write!(f, "full clone of the template as {name}"),
             Action::WaitUnlock => write!(f, "wait for the running clone to finish"),
@@ -614,6 +625,7 @@ pub fn plan(obs: &Observed, desired: &Desired, destroy_old: bool) -> Plan {
             {
                 actions.push(Action::SnapshotSource {
                     vmid,
+                    node: obs.source_node.clone(),
                     snapname: desired.snapshot_name(),
                 });
             }
