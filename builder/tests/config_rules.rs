@@ -262,8 +262,56 @@ fn ipv4_cidr_gateway() {
     ));
     assert!(matches!(
         site.vm.network,
-        VmNetwork::Static { prefix: 24, .. }
+        VmNetwork::Static {
+            prefix: 24,
+            rebuild: None,
+            ..
+        }
     ));
+}
+
+#[test]
+fn rebuild_address_of_a_static_site() {
+    let net = |extra: &str| {
+        edit(
+            "network: { ipv4: dhcp }",
+            &format!("network: {{ ipv4: 192.168.1.50/24, gateway: 192.168.1.1{extra} }}"),
+        )
+    };
+    for (value, fragment) in [
+        ("192.168.1.50", "must differ from ipv4 and the gateway"),
+        ("192.168.1.1", "must differ from ipv4 and the gateway"),
+        ("10.0.0.7", "outside the VM's subnet 192.168.1.50/24"),
+        ("192.168.1.255", "network or broadcast"),
+        ("192.168.1.51/16", "the prefix must be ipv4's /24"),
+        ("192.168.1.x", "not an IPv4 address"),
+    ] {
+        fails(
+            &net(&format!(", rebuild_ipv4: {value}")),
+            "vm.network.rebuild_ipv4",
+            fragment,
+        );
+    }
+    fails(
+        &edit(
+            "network: { ipv4: dhcp }",
+            "network: { ipv4: dhcp, rebuild_ipv4: dhcp }",
+        ),
+        "vm.network.rebuild_ipv4",
+        "only allowed with a static ipv4",
+    );
+    for (value, want) in [
+        ("", None),
+        (", rebuild_ipv4: dhcp", None),
+        (", rebuild_ipv4: 192.168.1.51", Some("192.168.1.51")),
+        (", rebuild_ipv4: 192.168.1.51/24", Some("192.168.1.51")),
+    ] {
+        let site = passes(&net(value));
+        let VmNetwork::Static { rebuild, .. } = site.vm.network else {
+            panic!("static expected")
+        };
+        assert_eq!(rebuild.map(|a| a.to_string()).as_deref(), want, "{value}");
+    }
 }
 
 #[test]

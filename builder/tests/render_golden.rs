@@ -112,6 +112,7 @@ fn golden_debian_static() {
         prefix: 24,
         gateway: "192.168.1.1".parse().unwrap(),
         dns: vec!["192.168.1.1".parse().unwrap()],
+        rebuild: None,
     };
     check_golden("debian-static", &site, &catalog);
 }
@@ -150,6 +151,16 @@ fn mutations() -> Vec<Mutation> {
                 prefix: 24,
                 gateway: "10.0.0.1".parse().unwrap(),
                 dns: vec![],
+                rebuild: None,
+            }
+        }),
+        ("vm.network.rebuild_ipv4", |s| {
+            s.vm.network = VmNetwork::Static {
+                address: "10.0.0.5".parse().unwrap(),
+                prefix: 24,
+                gateway: "10.0.0.1".parse().unwrap(),
+                dns: vec![],
+                rebuild: Some("10.0.0.6".parse().unwrap()),
             }
         }),
         ("vm.ssh_authorized_keys", |s| {

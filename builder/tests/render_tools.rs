@@ -30,6 +30,7 @@ fn variations() -> Vec<(&'static str, Site, Catalog)> {
             "192.168.1.1".parse().unwrap(),
             "2606:4700:4700::1111".parse().unwrap(),
         ],
+        rebuild: None,
     };
     out.push(("debian-static", debian, catalog.clone()));
 
@@ -149,6 +150,59 @@ fn example_and_variations_pass_every_real_tool() {
     for (name, site, catalog) in variations() {
         let (bundle, dir) = render_to_dir(&site, &catalog);
         check_bundle(name, &site, &bundle, dir.path());
+    }
+}
+
+/// A rebuild of a static site builds on DHCP or `rebuild_ipv4` (the old VM keeps the site's
+/// address until cut-over), and firstboot.yml carries the address cut-over takes.
+#[test]
+fn a_static_site_rebuilds_on_a_temporary_address_cloud_init_accepts() {
+    let (_, debian, catalog) = variations()
+        .into_iter()
+        .find(|(n, ..)| *n == "debian-static")
+        .unwrap();
+    let fb_config = |b: &Bundle| {
+        let text =
+            String::from_utf8(b.files["rootfs/etc/mms/firstboot.yml"].contents.clone()).unwrap();
+        mms_firstboot::config::Config::from_yaml(Path::new("firstboot.yml"), &text).unwrap()
+    };
+    let first = mms_builder::render::render(&debian, &catalog, &fake_bins()).unwrap();
+    assert_eq!(
+        fb_config(&first).network,
+        None,
+        "a first build has its address"
+    );
+    for (temporary, want) in [
+        (None, "dhcp4: true"),
+        (Some("192.168.1.51"), "- 192.168.1.51/24"),
+    ] {
+        let mut site = debian.clone();
+        if let VmNetwork::Static { rebuild, .. } = &mut site.vm.network {
+            *rebuild = temporary.map(|a| a.parse().unwrap());
+        }
+        let b = mms_builder::render::render_for(
+            &site,
+            &catalog,
+            &fake_bins(),
+            &mms_builder::render::Deployment {
+                previous_vm: Some("mms".into()),
+                fresh: false,
+            },
+        )
+        .unwrap();
+        let nc = String::from_utf8(b.files["network-config"].contents.clone()).unwrap();
+        assert!(nc.contains(want), "{temporary:?}:\n{nc}");
+        assert!(!nc.contains("192.168.1.50"), "{temporary:?}:\n{nc}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("network-config"), &nc).unwrap();
+        check_cloud_init(&dir.path().join("network-config"), Some("network-config"))
+            .unwrap_or_else(|e| panic!("{temporary:?}: cloud-init rejected:\n{e}\n{nc}"));
+        let n = fb_config(&b).network.expect("cut-over address");
+        assert_eq!(
+            (n.address.to_string(), n.prefix, n.gateway.to_string()),
+            ("192.168.1.50".into(), 24, "192.168.1.1".into())
+        );
+        assert_eq!(n.dns.len(), 2);
     }
 }
 

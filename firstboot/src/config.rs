@@ -36,6 +36,25 @@ pub struct Config {
     /// Overall health deadline in seconds, counted from the start of the `health` phase.
     #[serde(default = "default_health_deadline")]
     pub health_deadline_s: u32,
+    /// The site's static address, taken by `mms-firstboot cutover`. Set on a rebuild of a
+    /// site with a static address: the new VM is built on a temporary one
+    /// (`vm.network.rebuild_ipv4`) while the old VM still holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<StaticAddress>,
+}
+
+/// A static IPv4 configuration of the VM's one NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticAddress {
+    /// The address, e.g. `192.168.1.50`.
+    pub address: std::net::Ipv4Addr,
+    /// Prefix length, 8–30.
+    pub prefix: u8,
+    /// Default gateway, inside the subnet.
+    pub gateway: std::net::Ipv4Addr,
+    /// DNS servers.
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 fn default_health_deadline() -> u32 {
@@ -494,6 +513,24 @@ impl Config {
                 ));
             }
         }
+        if let Some(n) = &self.network {
+            if !(8..=30).contains(&n.prefix) {
+                p.push(format!("network.prefix: {} must be 8-30", n.prefix));
+            } else {
+                let mask = u32::MAX << (32 - u32::from(n.prefix));
+                if u32::from(n.gateway) & mask != u32::from(n.address) & mask
+                    || n.gateway == n.address
+                {
+                    p.push(format!(
+                        "network.gateway: {} must be another address in {}/{}",
+                        n.gateway, n.address, n.prefix
+                    ));
+                }
+            }
+            if n.dns.is_empty() {
+                p.push("network.dns: at least one server".into());
+            }
+        }
         if let StateSource::Migrate(m) = &self.state {
             if m.host.is_empty() || m.host.starts_with('-') || m.host.contains(char::is_whitespace)
             {
@@ -797,6 +834,7 @@ impl Config {
                 },
             ],
             health_deadline_s: default_health_deadline(),
+            network: None,
         }
     }
 
@@ -875,6 +913,41 @@ mod tests {
         assert_eq!(c.state, StateSource::Fresh);
         assert_eq!(c.tailscale.enroll_hostname(), "mms");
         assert_eq!(c.health_deadline_s, 900);
+    }
+
+    #[test]
+    fn cutover_address_reads_and_is_checked() {
+        let base = "user: {name: mms, uid: 1100, gid: 1100, home: /home/mms}\n\
+                    tailscale: {hostname: mms, rebuild: true}\nstate: fresh\nservices: []\n";
+        let y = format!(
+            "{base}network: {{address: 192.168.1.50, prefix: 24, gateway: 192.168.1.1, dns: [192.168.1.1, '2606:4700:4700::1111']}}\n"
+        );
+        let c = Config::from_yaml(Path::new("f.yml"), &y).unwrap();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        assert_eq!(c.network.as_ref().map(|n| n.dns.len()), Some(2));
+        let bad = format!(
+            "{base}network: {{address: 192.168.1.50, prefix: 24, gateway: 10.0.0.1, dns: []}}\n"
+        );
+        let Err(LoadError::Invalid { problems, .. }) = Config::from_yaml(Path::new("f.yml"), &bad)
+        else {
+            panic!("validated on load")
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("network.gateway: 10.0.0.1")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("network.dns")),
+            "{problems:?}"
+        );
+        let e = Config::from_yaml(
+            Path::new("f.yml"),
+            &format!("{base}network: {{address: 192.168.1.300, prefix: 24, gateway: 192.168.1.1, dns: []}}\n"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("f.yml:5:"), "{e}");
     }
 
     #[test]

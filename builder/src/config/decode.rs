@@ -358,7 +358,7 @@ impl Decoder<'_> {
         let ipv4 = self.req_string(&o, "ipv4", "dhcp or an address like 192.168.1.50/24")?;
         let at = |key: &str| o.get(key).map(|n| n.loc).unwrap_or(o.node.loc);
         if ipv4 == "dhcp" {
-            for key in ["gateway", "dns"] {
+            for key in ["gateway", "dns", "rebuild_ipv4"] {
                 if o.get(key).is_some() {
                     self.d.error_at(
                         at(key),
@@ -429,11 +429,32 @@ impl Decoder<'_> {
                 out
             }
         };
+        let rebuild = match self.opt_string(
+            &o,
+            "rebuild_ipv4",
+            "dhcp or another address of the VM's subnet",
+        ) {
+            Err(()) => return None,
+            Ok(None) => None,
+            Ok(Some(r)) if r == "dhcp" => None,
+            Ok(Some(r)) => match net::rebuild_address(&r, address, prefix, gateway) {
+                Ok(a) => Some(a),
+                Err(msg) => {
+                    self.d.error_at(
+                        at("rebuild_ipv4"),
+                        "vm.network.rebuild_ipv4",
+                        format!("{r:?}: {msg}; or dhcp"),
+                    );
+                    return None;
+                }
+            },
+        };
         Some(VmNetwork::Static {
             address,
             prefix,
             gateway,
             dns,
+            rebuild,
         })
     }
 

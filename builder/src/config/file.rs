@@ -116,6 +116,11 @@ pub struct NetworkFile {
     /// DNS servers (static only; default: the gateway).
     #[serde(default)]
     pub dns: Option<Vec<String>>,
+    /// Static only: the address a rebuild's new VM uses while the old VM still holds `ipv4`
+    /// (`dhcp`, the default, or another host address of the subnet); the new VM takes
+    /// `ipv4` at cut-over.
+    #[serde(default)]
+    pub rebuild_ipv4: Option<String>,
 }
 
 /// Site-wide settings.

@@ -101,6 +101,8 @@ pub enum VmNetwork {
         prefix: u8,
         gateway: Ipv4Addr,
         dns: Vec<IpAddr>,
+        /// The address of a rebuild's new VM until cut-over (same prefix); `None`: DHCP.
+        rebuild: Option<Ipv4Addr>,
     },
 }
 

@@ -49,6 +49,35 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
     Ok((addr, len))
 }
 
+/// The address a rebuild's new VM uses beside the old one: `a.b.c.d` (or with ipv4's own
+/// `/len`), a host address of the subnet other than the VM's address and the gateway.
+pub fn rebuild_address(
+    s: &str,
+    address: Ipv4Addr,
+    len: u8,
+    gateway: Ipv4Addr,
+) -> Result<Ipv4Addr, String> {
+    let cidr = if s.contains('/') {
+        s.to_owned()
+    } else {
+        format!("{s}/{len}")
+    };
+    let (a, l) = parse_cidr(&cidr)?;
+    if l != len {
+        return Err(format!("the prefix must be ipv4's /{len}"));
+    }
+    if a == address || a == gateway {
+        return Err(
+            "must differ from ipv4 and the gateway: the old VM keeps its address while the new one builds"
+                .into(),
+        );
+    }
+    if !in_subnet(a, address, len) {
+        return Err(format!("outside the VM's subnet {address}/{len}"));
+    }
+    Ok(a)
+}
+
 /// Whether `ip` is inside `net/len`.
 pub fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
     let mask = u32::MAX << (32 - u32::from(len));

@@ -595,32 +595,33 @@ pub fn parts(
             prefix,
             gateway,
             dns,
-        } => Some(
-            cloud_config::to_yaml(&cloud_config::NetworkConfig {
-                version: 2,
-                ethernets: [(
-                    "lan".to_string(),
-                    cloud_config::Ethernet {
-                        // The VM's one NIC, whatever the image names it (eth0, ens18, …).
-                        matches: cloud_config::MatchName { name: "e*".into() },
-                        dhcp4: false,
-                        addresses: vec![format!("{address}/{prefix}")],
-                        routes: vec![cloud_config::Route {
-                            to: "default".into(),
-                            via: gateway.to_string(),
-                        }],
-                        nameservers: cloud_config::Nameservers {
-                            addresses: dns.iter().map(ToString::to_string).collect(),
-                        },
-                    },
-                )]
-                .into(),
-            })
-            .map_err(|e| RenderError::Yaml {
-                what: "network-config".into(),
-                message: e.to_string(),
-            })?,
-        ),
+            rebuild,
+        } => {
+            // A rebuild runs beside the old VM, which holds the site's address until the
+            // cut-over: the new VM builds on DHCP or `rebuild_ipv4`, and takes the address at
+            // cut-over (firstboot.yml `network`).
+            let ethernet = match (&deployment.previous_vm, rebuild) {
+                (Some(_), None) => cloud_config::Ethernet {
+                    matches: nic_match(),
+                    dhcp4: true,
+                    addresses: Vec::new(),
+                    routes: Vec::new(),
+                    nameservers: None,
+                },
+                (Some(_), Some(temporary)) => static_ethernet(*temporary, *prefix, *gateway, dns),
+                (None, _) => static_ethernet(*address, *prefix, *gateway, dns),
+            };
+            Some(
+                cloud_config::to_yaml(&cloud_config::NetworkConfig {
+                    version: 2,
+                    ethernets: [("lan".to_string(), ethernet)].into(),
+                })
+                .map_err(|e| RenderError::Yaml {
+                    what: "network-config".into(),
+                    message: e.to_string(),
+                })?,
+            )
+        }
     };
     Ok(bundle::Parts {
         user_data,
@@ -628,6 +629,31 @@ pub fn parts(
         hostname: site.vm.name.clone(),
         rootfs,
     })
+}
+
+/// The VM's one NIC, whatever the image names it (eth0, ens18, …).
+fn nic_match() -> cloud_config::MatchName {
+    cloud_config::MatchName { name: "e*".into() }
+}
+
+fn static_ethernet(
+    address: std::net::Ipv4Addr,
+    prefix: u8,
+    gateway: std::net::Ipv4Addr,
+    dns: &[std::net::IpAddr],
+) -> cloud_config::Ethernet {
+    cloud_config::Ethernet {
+        matches: nic_match(),
+        dhcp4: false,
+        addresses: vec![format!("{address}/{prefix}")],
+        routes: vec![cloud_config::Route {
+            to: "default".into(),
+            via: gateway.to_string(),
+        }],
+        nameservers: Some(cloud_config::Nameservers {
+            addresses: dns.iter().map(ToString::to_string).collect(),
+        }),
+    }
 }
 
 /// The settings that shape the VM but are not otherwise visible in the user-data. Connection
@@ -644,11 +670,19 @@ fn build_info(site: &Site) -> String {
             prefix,
             gateway,
             dns,
-        } => serde_json::json!({
-            "address": format!("{address}/{prefix}"),
-            "gateway": gateway.to_string(),
-            "dns": dns.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        }),
+            rebuild,
+        } => {
+            let mut n = serde_json::json!({
+                "address": format!("{address}/{prefix}"),
+                "gateway": gateway.to_string(),
+                "dns": dns.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            });
+            // Only when set, so bundles of sites without it keep their hash.
+            if let Some(r) = rebuild {
+                n["rebuild_ipv4"] = serde_json::json!(r.to_string());
+            }
+            n
+        }
     };
     let migrate = site.migrate.as_ref().map(|m| {
         serde_json::json!({
@@ -794,7 +828,9 @@ fn system_units(site: &Site) -> Vec<(String, UnitFile)> {
     // once it worked, so it does not fire again on the next boot.
     let cutover_service = UnitFile {
         unit: Unit {
-            description: Some("MMS cut-over: take over the tailnet name".into()),
+            description: Some(
+                "MMS cut-over: take over the tailnet name and the site address".into(),
+            ),
             after: vec!["mms-firstboot.service".into(), "tailscaled.service".into()],
             ..Unit::default()
         },

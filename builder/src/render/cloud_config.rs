@@ -135,7 +135,7 @@ pub struct MetaData {
     pub local_hostname: String,
 }
 
-/// Network config version 2 (netplan-like), static addressing of the first NIC.
+/// Network config version 2 (netplan-like) of the VM's one NIC.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct NetworkConfig {
     /// Always 2.
@@ -152,12 +152,15 @@ pub struct Ethernet {
     pub matches: MatchName,
     /// `false`: static.
     pub dhcp4: bool,
-    /// `addr/prefix`.
+    /// `addr/prefix` (static only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
-    /// Default route.
+    /// Default route (static only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
-    /// DNS servers.
-    pub nameservers: Nameservers,
+    /// DNS servers (static only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nameservers: Option<Nameservers>,
 }
 
 /// `match:` by name.

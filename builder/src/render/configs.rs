@@ -7,7 +7,7 @@
 
 use super::appliance::{BACKUPD_CONFIG, GATE_MARKER};
 use crate::catalog::ServiceDef;
-use crate::config::Site;
+use crate::config::{Site, VmNetwork};
 use mms_backupd::config as bd;
 use mms_firstboot::config as fb;
 use std::collections::BTreeMap;
@@ -193,7 +193,27 @@ pub fn firstboot(
             }
         })
         .collect();
+    // A rebuild of a static site builds on a temporary address; cut-over takes the site's.
+    let network = match (&deployment.previous_vm, &site.vm.network) {
+        (
+            Some(_),
+            VmNetwork::Static {
+                address,
+                prefix,
+                gateway,
+                dns,
+                ..
+            },
+        ) => Some(fb::StaticAddress {
+            address: *address,
+            prefix: *prefix,
+            gateway: *gateway,
+            dns: dns.clone(),
+        }),
+        _ => None,
+    };
     fb::Config {
+        network,
         user: fb::User {
             name: user.name.clone(),
             uid: user.uid,

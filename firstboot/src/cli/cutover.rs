@@ -1,13 +1,14 @@
-//! `mms-firstboot cutover`: rename the tailnet node after the builder's cut-over.
+//! `mms-firstboot cutover`: take over the old VM's identity after the builder's cut-over.
 
 use crate::config::{Config, DEFAULT_PATH};
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Rename this node from `<hostname>-next` to `<hostname>` (`tailscale set --hostname`).
-/// Run by `mms-build` through the guest agent once the old VM is stopped.
+/// Rename this node from `<hostname>-next` to `<hostname>` (`tailscale set --hostname`) and,
+/// when the site has a static address, take it (the build ran on a temporary one). Run
+/// through `mms-cutover.path` once `mms-build` has stopped the old VM.
 #[derive(Debug, Args)]
 pub struct CutoverCmd {
     /// The firstboot config file.
@@ -16,12 +17,27 @@ pub struct CutoverCmd {
 }
 
 impl CutoverCmd {
-    /// Runs `tailscale set --hostname=<hostname>`.
+    /// Renames the tailnet node, then moves to the static address; both are tried, and
+    /// either failure fails the command.
     pub fn run(self) -> Result<ExitCode> {
         let config = Config::load(&self.config)?;
         let tailscale = crate::steps::Env::default().tailscale;
-        crate::steps::tailscale::cutover(&tailscale, &config.tailscale.hostname)?;
-        eprintln!("tailnet node renamed to {}", config.tailscale.hostname);
+        let mut failed = Vec::new();
+        match crate::steps::tailscale::cutover(&tailscale, &config.tailscale.hostname) {
+            Ok(()) => eprintln!("tailnet node renamed to {}", config.tailscale.hostname),
+            Err(e) => failed.push(format!("{e:#}")),
+        }
+        if let Some(n) = &config.network {
+            match crate::steps::network::apply(n) {
+                Ok(()) => eprintln!("static address {}/{} taken", n.address, n.prefix),
+                Err(e) => failed.push(format!(
+                    "{e:#}; the VM keeps its temporary address and stays reachable over the tailnet"
+                )),
+            }
+        }
+        if !failed.is_empty() {
+            bail!("cutover incomplete: {}", failed.join("; "));
+        }
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod health;
+pub mod network;
 pub mod start;
 pub mod state;
 pub mod tailscale;

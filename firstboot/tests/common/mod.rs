@@ -43,6 +43,7 @@ pub fn base_config() -> Config {
         state: StateSource::Fresh,
         services: vec![],
         health_deadline_s: 20,
+        network: None,
     }
 }
 
