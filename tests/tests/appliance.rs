@@ -748,6 +748,59 @@ impl Run {
     }
 }
 
+impl Run {
+    /// The cut-over of a rebuild of a static site (docs/configuration.md): the builder's
+    /// trigger starts `mms-cutover.service`, which renames the tailnet node and moves the NIC
+    /// from its temporary DHCP lease to the site's static address with the real
+    /// systemd-networkd. firstboot.yml gets the `network` section a rebuild rendering carries;
+    /// its address is the one slirp's DHCP gave, so the SSH forward keeps working.
+    fn check_cutover(&self) -> Result<()> {
+        let vm = self.vm()?;
+        let nic =
+            vm.sh("ip -o route show default | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p' | head -n1")?;
+        let nic = nic.trim();
+        if nic.is_empty() {
+            bail!("the VM has no default route");
+        }
+        let before = vm.sh(&format!("ip -4 -o addr show dev {nic}"))?;
+        if !before.contains("10.0.2.15/24") || !before.contains("dynamic") {
+            bail!("expected the DHCP lease 10.0.2.15/24 on {nic} before the cut-over:\n{before}");
+        }
+        vm.sh(
+            "printf 'network: {address: 10.0.2.15, prefix: 24, gateway: 10.0.2.2, dns: [10.0.2.3]}\\n' \
+             >> /etc/mms/firstboot.yml && touch /var/lib/mms/cutover",
+        )?;
+        let t = Instant::now();
+        // ExecStartPost removes the trigger once the cut-over succeeded.
+        while vm.exec("test -e /var/lib/mms/cutover")?.status.success() {
+            if t.elapsed() > Duration::from_secs(240) {
+                let log = vm
+                    .sh("journalctl -b -u mms-cutover --no-pager -n 40")
+                    .unwrap_or_default();
+                bail!("the cut-over did not finish within 240 s:\n{log}");
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        let after = vm.sh(&format!("ip -4 -o addr show dev {nic}"))?;
+        if !after.contains("10.0.2.15/24") || after.contains("dynamic") {
+            bail!("after the cut-over {nic} should hold 10.0.2.15/24 statically:\n{after}");
+        }
+        let status = vm.sh(&format!("networkctl status --no-pager {nic}"))?;
+        if !status.contains("/etc/systemd/network/05-mms-static.network") {
+            bail!("networkd does not use the cut-over's file for {nic}:\n{status}");
+        }
+        let route = vm.sh("ip -o route show default")?;
+        if !route.contains("via 10.0.2.2") || route.contains("dhcp") {
+            bail!("the default route is not the static one:\n{route}");
+        }
+        say(
+            self.t0,
+            &format!("ok: cut-over took 10.0.2.15/24 statically on {nic} (systemd-networkd)"),
+        );
+        Ok(())
+    }
+}
+
 fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     for entry in fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
@@ -793,6 +846,7 @@ fn run(r: &mut Run) -> Result<()> {
     r.check_ownership()?;
     r.check_backups()?;
     r.check_restore()?;
+    r.check_cutover()?;
     Ok(())
 }
 
@@ -846,6 +900,10 @@ fn evidence(r: &Run) -> String {
             (
                 "tailscale-calls.txt",
                 "cat /var/log/mms-test-tailscale.log".into(),
+            ),
+            (
+                "cutover.txt",
+                "journalctl -b -u mms-cutover --no-pager -n 60; networkctl status --no-pager; ip -4 addr".into(),
             ),
         ];
         for (file, cmd) in probes {
