@@ -45,10 +45,18 @@ pub fn networkd_unit(nic: &str, n: &StaticAddress) -> String {
     s
 }
 
-/// `nmcli` arguments that switch connection `conn` to the static address.
+/// `nmcli` arguments that switch connection `conn` to the static address. IPv6 DNS servers
+/// go into `ipv6.dns` (`ipv4.dns` takes IPv4 addresses only).
 pub fn nmcli_modify_args(conn: &str, n: &StaticAddress) -> Vec<String> {
-    let dns: Vec<String> = n.dns.iter().map(ToString::to_string).collect();
-    [
+    let list = |v6: bool| {
+        n.dns
+            .iter()
+            .filter(|d| d.is_ipv6() == v6)
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut args: Vec<String> = [
         "connection",
         "modify",
         conn,
@@ -59,13 +67,18 @@ pub fn nmcli_modify_args(conn: &str, n: &StaticAddress) -> Vec<String> {
         "ipv4.gateway",
         &n.gateway.to_string(),
         "ipv4.dns",
-        &dns.join(","),
+        &list(false),
         "ipv4.ignore-auto-dns",
         "yes",
     ]
     .iter()
     .map(|s| (*s).to_owned())
-    .collect()
+    .collect();
+    let v6 = list(true);
+    if !v6.is_empty() {
+        args.extend(["ipv6.dns".to_owned(), v6]);
+    }
+    args
 }
 
 /// The NIC of the (first) default route, from `ip -j route show default`.
@@ -208,6 +221,11 @@ mod tests {
             "connection|modify|cloud-init eth0|ipv4.method|manual|ipv4.addresses|192.168.1.50/24|\
              ipv4.gateway|192.168.1.1|ipv4.dns|192.168.1.1,9.9.9.9|ipv4.ignore-auto-dns|yes"
         );
+        let mut n = net();
+        n.dns.push("2606:4700:4700::1111".parse().unwrap());
+        let args = nmcli_modify_args("c", &n);
+        assert_eq!(args[10], "192.168.1.1,9.9.9.9");
+        assert_eq!(args[13..], ["ipv6.dns", "2606:4700:4700::1111"]);
     }
 
     #[test]
