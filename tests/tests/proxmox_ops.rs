@@ -30,6 +30,7 @@ fn rebuild_with_an_old_vm_then_rollback() {
     let report = apply(&sim, HASH_A);
     assert_eq!(report.serving, Some(101));
     assert_eq!(report.retired, Some(100));
+    assert_eq!(report.warnings, Vec::<String>::new());
     {
         let st = sim.state();
         let old = &st.vms[&100];
@@ -44,7 +45,10 @@ fn rebuild_with_an_old_vm_then_rollback() {
         let new = &st.vms[&101];
         assert!(new.files[REBUILD_KEY].starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
         assert_eq!(REBUILD_KEY, "/etc/mms/secrets/migrate_ssh_key");
-        assert_eq!(new.files[CUTOVER_TRIGGER], "cutover\n");
+        // The trigger was written and consumed by the guest's cut-over unit, which the
+        // build waited for.
+        assert!(new.cutover_at.is_some());
+        assert!(!new.files.contains_key(CUTOVER_TRIGGER));
         assert_eq!(new.name(), "mms");
     }
     let lines = rt().block_on(ops::status(&client(&sim), "mms")).unwrap();
@@ -488,6 +492,34 @@ fn firstboot_that_never_starts_is_reported_at_wait_agent() {
         sim.state().vms[&100].files.is_empty(),
         "no secret is written before firstboot runs"
     );
+}
+
+#[test]
+fn a_cutover_that_does_not_finish_is_a_warning_not_a_failure() {
+    let mut cfg = SimConfig::default();
+    cfg.durations.cutover = Duration::from_secs(3600);
+    let sim = sim_with_template(cfg);
+    sim.add_appliance(100, "mms", "mms;mms-fedcba9876543210");
+    let mut opts = fast_opts();
+    opts.cutover_timeout = Duration::from_millis(600);
+    let report = rt()
+        .block_on(flow::apply(
+            &client(&sim),
+            &inputs(HASH_A),
+            &opts,
+            &Progress::plain(),
+        ))
+        .unwrap();
+    // The new VM serves; the old one is retired as usual.
+    assert_eq!((report.serving, report.retired), (Some(101), Some(100)));
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+    let w = &report.warnings[0];
+    assert!(
+        w.starts_with("VM 101 has not finished its cut-over (tailnet name, static address) within"),
+        "{w}"
+    );
+    assert!(w.contains("journalctl -u mms-cutover"), "{w}");
+    assert!(sim.state().vms[&101].files.contains_key(CUTOVER_TRIGGER));
 }
 
 #[test]

@@ -27,6 +27,9 @@ pub struct ApplyOptions {
     pub agent_timeout: Duration,
     /// Secrets delivered → firstboot `done`.
     pub firstboot_timeout: Duration,
+    /// Trigger written → the new VM's cut-over finished (tailnet name, static address).
+    /// Waiting longer only warns: the new VM serves already.
+    pub cutover_timeout: Duration,
     /// Delete retired VMs after a successful cut-over.
     pub destroy_old: bool,
 }
@@ -37,6 +40,8 @@ impl Default for ApplyOptions {
             task_timeout: Duration::from_secs(1800),
             agent_timeout: Duration::from_secs(600),
             firstboot_timeout: Duration::from_secs(3600),
+            // tailscale set (60 s) + taking the static address (60 s) + slack.
+            cutover_timeout: Duration::from_secs(180),
             destroy_old: false,
         }
     }
@@ -82,6 +87,8 @@ pub struct ApplyReport {
     pub steps: Vec<String>,
     /// The bundle (16 hex) the serving VM runs.
     pub bundle: Option<String>,
+    /// What went wrong without stopping the build (also shown as it happens).
+    pub warnings: Vec<String>,
 }
 
 const RERUN: &str = "run `mms-build --apply` again: it resumes from what exists on Proxmox";
@@ -431,6 +438,7 @@ pub async fn apply(
                 .current
                 .as_ref()
                 .and_then(ObservedVm::bundle),
+            warnings: vec![],
         });
     }
     let mut run = Run {
@@ -450,6 +458,7 @@ pub async fn apply(
         observed: obs.observed.clone(),
         retired: None,
         new_serving: serving,
+        warnings: Vec::new(),
     };
     let total = p.actions.len();
     let mut steps = Vec::new();
@@ -465,6 +474,7 @@ pub async fn apply(
         retired: run.retired,
         steps,
         bundle: Some(run.d.hash16.clone()),
+        warnings: run.warnings,
     })
 }
 
@@ -482,9 +492,15 @@ struct Run<'a> {
     observed: Observed,
     retired: Option<u32>,
     new_serving: Option<u32>,
+    warnings: Vec<String>,
 }
 
 impl Run<'_> {
+    fn warn(&mut self, msg: String) {
+        self.progress.info(&format!("warning: {msg}"));
+        self.warnings.push(msg);
+    }
+
     fn node(&self) -> &str {
         &self.inputs.node
     }
@@ -921,8 +937,8 @@ impl Run<'_> {
                     Err(e) => Err(e),
                 };
                 if let Err(e) = removed {
-                    self.progress.info(&format!(
-                        "warning: could not remove the one-time key from VM {old_vmid} ({e}); its private half is gone with the new VM's secrets"
+                    self.warn(format!(
+                        "could not remove the one-time key from VM {old_vmid} ({e}); its private half is gone with the new VM's secrets"
                     ));
                 }
                 self.task(step, self.client.power(&node, old_vmid, "stop").await)
@@ -957,14 +973,47 @@ impl Run<'_> {
             .map_err(|e| self.err(step, e))?;
         self.serving = Some(new);
         self.new_serving = Some(new);
-        // The new VM takes over the tailnet name once the old one is down.
+        // The new VM takes over the tailnet name (and a static address) once the old one
+        // is down.
         if old.is_some() {
             self.client
                 .agent_file_write(&node, new, CUTOVER_TRIGGER, "cutover\n")
                 .await
                 .map_err(|e| self.err(step, e))?;
+            self.follow_cutover(&node, new).await;
         }
         Ok(())
+    }
+
+    /// Waits, bounded, until the new VM's `mms-cutover.service` has removed the trigger (it
+    /// does on success). Not fatal: the new VM serves already, and the unit retries.
+    async fn follow_cutover(&mut self, node: &str, vmid: u32) {
+        self.progress
+            .status("waiting for the new VM to take over the tailnet name");
+        let wait = Wait::new(
+            self.client.poll_policy(),
+            self.opts.cutover_timeout,
+            AGENT_POLL_FLOOR,
+        );
+        loop {
+            match self
+                .client
+                .agent_file_read(node, vmid, CUTOVER_TRIGGER)
+                .await
+            {
+                Err(e) if e.kind() == ErrorKind::NotFound => return,
+                Ok(_) | Err(_) => {}
+            }
+            if wait.expired() {
+                self.warn(format!(
+                    "VM {vmid} has not finished its cut-over (tailnet name, static address) within {} s; \
+                     it keeps retrying: see `journalctl -u mms-cutover` in the VM (console: `qm terminal {vmid}`)",
+                    wait.limit_secs()
+                ));
+                return;
+            }
+            wait.pause().await;
+        }
     }
 
     /// The old VM's root authorized keys without one-time rebuild keys ("" if none).

@@ -47,6 +47,7 @@ impl ApplyArgs {
             agent_timeout: Duration::from_secs(self.agent_timeout),
             firstboot_timeout: Duration::from_secs(self.firstboot_timeout),
             destroy_old: self.destroy_old,
+            ..ApplyOptions::default()
         }
     }
 }
@@ -194,6 +195,9 @@ pub fn run(
                     "done: VM {serving} ({name}) serves bundle {}",
                     inputs.desired.hash16
                 ),
+            }
+            for w in &r.warnings {
+                println!("warning: {w}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -71,6 +71,7 @@ pub fn fast_opts() -> ApplyOptions {
         task_timeout: Duration::from_secs(10),
         agent_timeout: Duration::from_secs(3),
         firstboot_timeout: Duration::from_secs(10),
+        cutover_timeout: Duration::from_secs(3),
         destroy_old: false,
     }
 }

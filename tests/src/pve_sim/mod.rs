@@ -266,6 +266,7 @@ impl PveSim {
             firstboot_done: done,
             snapshots: Vec::new(),
             node: None,
+            cutover_at: None,
         });
     }
 }

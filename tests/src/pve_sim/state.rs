@@ -15,6 +15,8 @@ pub const SECRETS_DIR: &str = "/etc/mms/secrets/";
 pub const SECRETS_COMPLETE: &str = "/etc/mms/secrets/.complete";
 /// firstboot's status file.
 pub const FIRSTBOOT_STATUS: &str = "/var/lib/mms/firstboot.json";
+/// The cut-over trigger; the guest's `mms-cutover.path` runs the cut-over and removes it.
+pub const CUTOVER_TRIGGER: &str = "/var/lib/mms/cutover";
 /// Phases after wait-secrets, in order.
 pub const PHASES: &[&str] = &["tailscale", "state", "start", "health", "done"];
 
@@ -47,6 +49,8 @@ pub struct Durations {
     pub cloud_init: Duration,
     /// Each firstboot phase after secrets arrive.
     pub firstboot_phase: Duration,
+    /// Trigger written → the guest's cut-over unit removed it (tailnet rename, address).
+    pub cutover: Duration,
 }
 
 impl Durations {
@@ -67,6 +71,7 @@ impl Durations {
             agent_boot: ms(150),
             cloud_init: ms(60),
             firstboot_phase: ms(40),
+            cutover: ms(40),
         }
     }
 
@@ -87,6 +92,7 @@ impl Durations {
             agent_boot: ms(3000),
             cloud_init: ms(2500),
             firstboot_phase: ms(1500),
+            cutover: ms(300),
         }
     }
 }
@@ -286,6 +292,8 @@ pub struct Vm {
     pub snapshots: Vec<String>,
     /// Another cluster node the guest lives on (`None`: the simulated node).
     pub node: Option<String>,
+    /// When the cut-over trigger was written.
+    pub cutover_at: Option<Instant>,
 }
 
 impl Vm {
@@ -1072,6 +1080,7 @@ impl State {
                     firstboot_done: false,
                     snapshots: vec![],
                     node: None,
+                    cutover_at: None,
                 });
                 let upid = self.new_task(
                     "qmclone",
@@ -1595,6 +1604,7 @@ impl State {
             firstboot_done: false,
             snapshots: vec![],
             node: None,
+            cutover_at: None,
         });
         let (err, slow) = ov;
         let effect = if err.is_some() {
@@ -1632,6 +1642,7 @@ impl State {
         let boot = self.cfg.durations.agent_boot;
         let cloud_init = self.cfg.durations.cloud_init;
         let phase_len = self.cfg.durations.firstboot_phase;
+        let cutover = self.cfg.durations.cutover;
         let node = self.cfg.node.clone();
         let Some(vm) = self.vms.get_mut(&vmid) else {
             return fail(
@@ -1685,6 +1696,13 @@ impl State {
                     vm.files.insert(file, p["content"].clone());
                     return ok(Value::Null);
                 }
+                if file == CUTOVER_TRIGGER {
+                    vm.cutover_at = Some(now);
+                    self.server_time += cutover;
+                    let vm = self.vms.get_mut(&vmid).expect("present");
+                    vm.files.insert(file, p["content"].clone());
+                    return ok(Value::Null);
+                }
                 vm.files.insert(file, p["content"].clone());
                 ok(Value::Null)
             }
@@ -1692,6 +1710,10 @@ impl State {
                 let file = p["file"].clone();
                 let cloud_init_done = vm.firstboot_done
                     || vm.started_at.is_some_and(|s| now >= s + boot + cloud_init);
+                // The guest's mms-cutover.service removes the trigger when it is done.
+                if file == CUTOVER_TRIGGER && vm.cutover_at.is_some_and(|t| now >= t + cutover) {
+                    vm.files.remove(&file);
+                }
                 let content = if file == FIRSTBOOT_STATUS {
                     cloud_init_done.then(|| firstboot_doc(vm, now, phase_len).to_string())
                 } else {
