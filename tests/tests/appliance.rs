@@ -797,6 +797,33 @@ impl Run {
             self.t0,
             &format!("ok: cut-over took 10.0.2.15/24 statically on {nic} (systemd-networkd)"),
         );
+        // A cut-over that fails (here: a firstboot.yml it refuses) keeps its trigger, so the
+        // path unit starts it again; the start limit ends that instead of a retry forever.
+        vm.sh("printf 'bogus: 1\\n' >> /etc/mms/firstboot.yml && touch /var/lib/mms/cutover")?;
+        let t = Instant::now();
+        loop {
+            let result = vm.sh("systemctl show -p Result --value mms-cutover.path")?;
+            if result.trim() == "unit-start-limit-hit" {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                let log = vm
+                    .sh("systemctl status --no-pager mms-cutover.path mms-cutover.service; true")
+                    .unwrap_or_default();
+                bail!(
+                    "a failing cut-over was not stopped by its start limit within 120 s (path unit result {:?}):\n{log}",
+                    result.trim()
+                );
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        if !vm.exec("test -e /var/lib/mms/cutover")?.status.success() {
+            bail!("a failed cut-over removed its trigger: mms-build could not tell it failed");
+        }
+        say(
+            self.t0,
+            "ok: a failing cut-over stops at its start limit and keeps its trigger",
+        );
         Ok(())
     }
 }

@@ -824,14 +824,19 @@ fn system_units(site: &Site) -> Vec<(String, UnitFile)> {
     };
     // Cut-over: `mms-build` writes the trigger file through the guest agent (agent exec
     // would need VM.GuestAgent.Unrestricted); the path unit runs `mms-firstboot cutover`,
-    // which takes the tailnet name `<hostname>` from the old VM. The trigger is removed
-    // once it worked, so it does not fire again on the next boot.
+    // which takes the tailnet name `<hostname>` from the old VM (and a static site's
+    // address). The trigger is removed once it worked, so it does not fire again on the
+    // next boot.
     let cutover_service = UnitFile {
         unit: Unit {
             description: Some(
                 "MMS cut-over: take over the tailnet name and the site address".into(),
             ),
             after: vec!["mms-firstboot.service".into(), "tailscaled.service".into()],
+            // A failed run leaves the trigger, and the path unit starts it again: a few
+            // tries, then it stays failed (`systemctl status mms-cutover`) instead of
+            // touching the network every minute. A reboot tries again.
+            start_limit: Some((3600, 3)),
             ..Unit::default()
         },
         body: Body::Service(Service {

@@ -32,6 +32,9 @@ pub struct Unit {
     pub requires_mounts_for: Vec<String>,
     /// `ConditionPathExists=` (prefix `!` to negate).
     pub condition_path_exists: Vec<String>,
+    /// `StartLimitIntervalSec=` and `StartLimitBurst=`: at most this many starts in this
+    /// many seconds.
+    pub start_limit: Option<(u32, u32)>,
 }
 
 impl Unit {
@@ -47,6 +50,7 @@ impl Unit {
             before,
             requires_mounts_for,
             condition_path_exists,
+            start_limit,
         } = self;
         let mut s = Section::new("Unit");
         s.opt_text("Description", description, Ctx::Plain);
@@ -58,6 +62,14 @@ impl Unit {
         s.all_text("Before", before, Ctx::Plain);
         s.all_text("RequiresMountsFor", requires_mounts_for, Ctx::Plain);
         s.all_text("ConditionPathExists", condition_path_exists, Ctx::Plain);
+        if let Some((interval, burst)) = start_limit {
+            s.opt_text(
+                "StartLimitIntervalSec",
+                &Some(interval.to_string()),
+                Ctx::Plain,
+            );
+            s.opt_text("StartLimitBurst", &Some(burst.to_string()), Ctx::Plain);
+        }
         s
     }
 }
