@@ -55,6 +55,11 @@ fn rebuild_with_an_old_vm_then_rollback() {
     let roles: Vec<(u32, &str)> = lines.iter().map(|l| (l.vmid, l.role.as_str())).collect();
     assert_eq!(roles, [(101, "serving"), (100, "retired")]);
     assert_eq!(lines[0].healthy, Some(true));
+    assert_eq!(lines[0].cutover_pending, Some(false));
+    assert_eq!(
+        lines[1].cutover_pending, None,
+        "asked of the serving VM only"
+    );
 
     let (back, demoted) = rt()
         .block_on(ops::rollback(
@@ -520,6 +525,9 @@ fn a_cutover_that_does_not_finish_is_a_warning_not_a_failure() {
     );
     assert!(w.contains("journalctl -u mms-cutover"), "{w}");
     assert!(sim.state().vms[&101].files.contains_key(CUTOVER_TRIGGER));
+    // `status` shows it too.
+    let lines = rt().block_on(ops::status(&client(&sim), "mms")).unwrap();
+    assert_eq!((lines[0].vmid, lines[0].cutover_pending), (101, Some(true)));
 }
 
 #[test]

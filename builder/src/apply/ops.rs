@@ -231,6 +231,9 @@ pub struct VmLine {
     pub firstboot_error: Option<String>,
     /// `done` without error.
     pub healthy: Option<bool>,
+    /// The serving VM still has the cut-over trigger: its `mms-cutover.service` has not
+    /// succeeded yet (tailnet name, static address). `None` when not asked or unreadable.
+    pub cutover_pending: Option<bool>,
 }
 
 /// `mms-build status`: every VM MMS manages, on whichever node it lives, with its firstboot
@@ -239,7 +242,10 @@ pub async fn status(client: &Client, name: &str) -> Result<Vec<VmLine>> {
     let rows = client.vms().await.context("listing VMs")?;
     let roles = plan::classify(&observed(&rows), name).map_err(anyhow::Error::msg)?;
     let mut out = Vec::new();
-    let mut push = |vm: &ObservedVm, role: &str, fb: Option<FirstbootStatus>| {
+    let mut push = |vm: &ObservedVm,
+                    role: &str,
+                    fb: Option<FirstbootStatus>,
+                    cutover_pending: Option<bool>| {
         out.push(VmLine {
             vmid: vm.vmid,
             name: vm.name.clone(),
@@ -251,6 +257,7 @@ pub async fn status(client: &Client, name: &str) -> Result<Vec<VmLine>> {
             healthy: fb.as_ref().map(FirstbootStatus::healthy),
             firstboot_phase: fb.as_ref().map(|f| f.phase.clone()),
             firstboot_error: fb.and_then(|f| f.error),
+            cutover_pending,
         });
     };
     for (vm, role) in roles
@@ -265,7 +272,19 @@ pub async fn status(client: &Client, name: &str) -> Result<Vec<VmLine>> {
         } else {
             None
         };
-        push(vm, role, fb);
+        let cutover_pending = if vm.running && role == "serving" {
+            match client
+                .agent_file_read(&vm.node, vm.vmid, plan::CUTOVER_TRIGGER)
+                .await
+            {
+                Ok(_) => Some(true),
+                Err(e) if e.kind() == ErrorKind::NotFound => Some(false),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        push(vm, role, fb, cutover_pending);
     }
     Ok(out)
 }

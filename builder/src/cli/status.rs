@@ -37,6 +37,11 @@ pub fn run(
             }
             (None, _) => String::new(),
         };
+        let fb = if l.cutover_pending == Some(true) {
+            format!("{fb}; cut-over pending (`journalctl -u mms-cutover` in the VM)")
+        } else {
+            fb
+        };
         println!(
             "{:>6}  {:<16} {:<9} {:<8} {:<10} bundle {:<16}  {fb}",
             l.vmid,
