@@ -32,8 +32,8 @@ pub struct Unit {
     pub requires_mounts_for: Vec<String>,
     /// `ConditionPathExists=` (prefix `!` to negate).
     pub condition_path_exists: Vec<String>,
-    /// `StartLimitIntervalSec=` and `StartLimitBurst=`: at most this many starts in this
-    /// many seconds.
+    /// `(StartLimitIntervalSec=, StartLimitBurst=)`: at most `burst` starts within
+    /// `interval` seconds.
     pub start_limit: Option<(u32, u32)>,
 }
 
