@@ -15,8 +15,16 @@ use std::path::{Component, Path, PathBuf};
 
 /// Writes one file atomically with `mode`.
 pub fn write_file_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    // A bare file name (`mms.yml`) has the empty path as parent: the current directory.
     let dir = path
         .parent()
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        })
         .with_context(|| format!("{} has no parent directory", path.display()))?;
     fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
     let mut tmp = tempfile::Builder::new()

@@ -98,8 +98,8 @@ fn init(
     };
     let values = validate(site, catalog, &text)?;
     let ct = secrets::encrypt(secrets::to_plaintext(&values).as_bytes(), &recipients)?;
-    write_atomic(file, &ct, 0o600)?;
-    write_atomic(
+    crate::write::write_file_atomic(file, &ct, 0o600)?;
+    crate::write::write_file_atomic(
         &recipients_path(site),
         (recipients.join("\n") + "\n").as_bytes(),
         0o644,
@@ -150,7 +150,7 @@ fn edit(
     }
     let values = validate(site, catalog, &new)?;
     let ct = secrets::encrypt(new.as_bytes(), &recipients)?;
-    write_atomic(file, &ct, 0o600)?;
+    crate::write::write_file_atomic(file, &ct, 0o600)?;
     println!("{}: saved ({} secrets)", file.display(), values.len());
     Ok(ExitCode::SUCCESS)
 }
@@ -296,21 +296,5 @@ fn write_private(p: &Path, data: &[u8]) -> Result<()> {
         .open(p)
         .with_context(|| format!("writing {}", p.display()))?;
     f.write_all(data)?;
-    Ok(())
-}
-
-/// Writes a file via a temporary file in the same directory, fsync, rename.
-fn write_atomic(p: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let dir = p
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("writing in {}", dir.display()))?;
-    tmp.write_all(data)?;
-    tmp.as_file().sync_all()?;
-    set_mode(tmp.path(), mode)?;
-    tmp.persist(p)
-        .map_err(|e| anyhow!("replacing {}: {}", p.display(), e.error))?;
     Ok(())
 }
