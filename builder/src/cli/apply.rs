@@ -189,12 +189,9 @@ pub fn run(
             match r.retired {
                 Some(old) => println!(
                     "done: VM {serving} ({name}) serves bundle {}; VM {old} is retired and stopped (`mms-build rollback` starts it again)",
-                    inputs.desired.hash16
+                    hash(&r)
                 ),
-                None => println!(
-                    "done: VM {serving} ({name}) serves bundle {}",
-                    inputs.desired.hash16
-                ),
+                None => println!("done: VM {serving} ({name}) serves bundle {}", hash(&r)),
             }
             for w in &r.warnings {
                 println!("warning: {w}");
