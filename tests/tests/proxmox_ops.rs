@@ -246,11 +246,25 @@ fn destroy_removes_every_mms_vm_and_iso() {
     let sim = sim_with_template(SimConfig::default());
     apply(&sim, HASH_A);
     apply(&sim, HASH_B);
+    // A seed ISO left by an interrupted build, and one of another site whose name starts
+    // with this one's.
+    let ours = "local:iso/mms-00112233aabbccdd.iso";
+    let other_site = "local:iso/mms-lab-00112233aabbccdd.iso";
+    for volid in [ours, other_site] {
+        sim.state().volumes.insert(
+            volid.into(),
+            mms_tests::pve_sim::state::StoredVolume {
+                size: 1,
+                sha256: String::new(),
+            },
+        );
+    }
     let c = client(&sim);
     let t = rt()
         .block_on(ops::destroy_targets(&c, "pve", "mms", "local"))
         .unwrap();
     assert_eq!(t.vms.len(), 2);
+    assert_eq!(t.isos, [ours]);
     rt().block_on(ops::destroy(
         &c,
         "pve",
@@ -263,6 +277,8 @@ fn destroy_removes_every_mms_vm_and_iso() {
     let st = sim.state();
     assert!(st.vms_tagged("mms").is_empty());
     assert!(st.vms.contains_key(&9000));
+    assert!(!st.volumes.contains_key(ours));
+    assert!(st.volumes.contains_key(other_site));
 }
 
 fn image(sha256: Option<&str>) -> ImageDef {

@@ -165,7 +165,7 @@ fn fail_msg(step: &str, serving: Option<u32>, reason: String, next: String) -> A
     }
 }
 
-fn observed_from(row: &VmRow, cfg: Option<&VmConfig>) -> ObservedVm {
+pub(super) fn observed_from(row: &VmRow, cfg: Option<&VmConfig>) -> ObservedVm {
     let mut vm = ObservedVm {
         vmid: row.vmid,
         name: row.name.clone().unwrap_or_default(),
@@ -322,17 +322,12 @@ pub async fn observe(client: &Client, inputs: &ApplyInputs) -> Result<Observatio
     {
         obs.template_config = Some(to_config(&client.vm_config(node, t).await?));
     }
-    let prefix = format!("{}:iso/{}-", d.iso_storage, d.name);
     obs.isos = client
         .storage_content(node, &d.iso_storage, "iso")
         .await?
         .into_iter()
         .map(|v| v.volid)
-        .filter(|v| {
-            v.strip_prefix(&prefix)
-                .and_then(|rest| rest.strip_suffix(".iso"))
-                .is_some_and(|h| h.len() == 16 && h.chars().all(|c| c.is_ascii_hexdigit()))
-        })
+        .filter(|v| plan::is_seed_iso(v, &d.iso_storage, &d.name))
         .collect();
     let first_build = roles.current.is_none() && roles.retired.is_empty() && roles.next.is_none();
     if first_build && let Some(ct) = d.migrate_vmid {
@@ -457,7 +452,6 @@ pub async fn apply(
         rows: obs.rows.clone(),
         observed: obs.observed.clone(),
         retired: None,
-        new_serving: serving,
         warnings: Vec::new(),
     };
     let total = p.actions.len();
@@ -470,7 +464,7 @@ pub async fn apply(
     progress.finish();
     Ok(ApplyReport {
         up_to_date: false,
-        serving: run.new_serving,
+        serving: run.serving,
         retired: run.retired,
         steps,
         bundle: Some(run.d.hash16.clone()),
@@ -491,7 +485,6 @@ struct Run<'a> {
     rows: Vec<VmRow>,
     observed: Observed,
     retired: Option<u32>,
-    new_serving: Option<u32>,
     warnings: Vec<String>,
 }
 
@@ -676,7 +669,7 @@ impl Run<'_> {
             Action::Eject { vmid } => {
                 let vmid = match vmid {
                     Some(v) => *v,
-                    None => self.new_serving.or(self.next_vmid).ok_or_else(|| {
+                    None => self.serving.or(self.next_vmid).ok_or_else(|| {
                         fail_msg(
                             step,
                             self.serving,
@@ -972,7 +965,6 @@ impl Run<'_> {
             .await
             .map_err(|e| self.err(step, e))?;
         self.serving = Some(new);
-        self.new_serving = Some(new);
         // The new VM takes over the tailnet name (and a static address) once the old one
         // is down.
         if old.is_some() {

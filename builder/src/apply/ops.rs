@@ -1,6 +1,6 @@
 //! The other Proxmox commands: rollback, destroy, status, template.
 
-use super::flow::{read_firstboot, template_vmid};
+use super::flow::{observed_from, read_firstboot, template_vmid};
 use super::plan::{self, FirstbootStatus, ObservedVm, RETIRED_TAG, TAG};
 use super::progress::Progress;
 use crate::images::ImageDef;
@@ -13,16 +13,7 @@ use std::time::Duration;
 fn observed(rows: &[VmRow]) -> Vec<ObservedVm> {
     rows.iter()
         .filter(|r| r.kind == "qemu")
-        .map(|r| ObservedVm {
-            vmid: r.vmid,
-            name: r.name.clone().unwrap_or_default(),
-            tags: r.tag_list(),
-            running: r.status == "running",
-            lock: r.lock.clone(),
-            template: r.template,
-            description: None,
-            node: r.node.clone(),
-        })
+        .map(|r| observed_from(r, None))
         .collect()
 }
 
@@ -152,14 +143,13 @@ pub async fn destroy_targets(
             node: v.node,
         })
         .collect();
-    let prefix = format!("{iso_storage}:iso/{name}-");
     let isos = client
         .storage_content(node, iso_storage, "iso")
         .await
         .context("listing ISOs")?
         .into_iter()
         .map(|v| v.volid)
-        .filter(|v| v.starts_with(&prefix) && v.ends_with(".iso"))
+        .filter(|v| plan::is_seed_iso(v, iso_storage, name))
         .collect();
     Ok(DestroyTargets { vms, isos })
 }

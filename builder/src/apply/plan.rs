@@ -105,7 +105,7 @@ impl ObservedVm {
         self.tags
             .iter()
             .filter_map(|t| t.strip_prefix("mms-"))
-            .find(|h| h.len() == 16 && h.chars().all(|c| c.is_ascii_hexdigit()))
+            .find(|h| is_hash16(h))
             .map(str::to_owned)
             .or_else(|| {
                 self.description
@@ -154,6 +154,20 @@ pub fn classify(vms: &[ObservedVm], name: &str) -> Result<Roles, String> {
     }
     roles.retired.sort_by_key(|v| std::cmp::Reverse(v.vmid));
     Ok(roles)
+}
+
+/// 16 lower- or upper-case hex digits: a bundle hash as tags and ISO names carry it.
+fn is_hash16(h: &str) -> bool {
+    h.len() == 16 && h.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Whether `volid` is one of this site's seed ISOs: `<storage>:iso/<name>-<hash16>.iso`
+/// (and not, say, the ISO of a site named `<name>-lab`).
+pub fn is_seed_iso(volid: &str, iso_storage: &str, name: &str) -> bool {
+    volid
+        .strip_prefix(&format!("{iso_storage}:iso/{name}-"))
+        .and_then(|rest| rest.strip_suffix(".iso"))
+        .is_some_and(is_hash16)
 }
 
 /// Refuses to act when a VM of this site lives on another cluster node than `node`
