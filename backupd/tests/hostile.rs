@@ -245,9 +245,26 @@ fn trailing_garbage_truncation_flipped_byte_and_wrong_key() {
     let trunc = d.path().join("trunc.tar.zst.age");
     fs::write(&trunc, &data[..data.len() * 2 / 3]).unwrap();
     restore(&trunc, "damaged, truncated");
-    // Cut exactly at an age chunk boundary: the missing final chunk is detected.
+    // Cut exactly at an age chunk boundary (after the header, its 16-byte nonce and whole
+    // 64 KiB + 16 chunks): the missing final chunk is detected.
+    let header_end = data
+        .windows(5)
+        .position(|w| w == b"\n--- ")
+        .and_then(|p| {
+            data[p + 1..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|q| p + 2 + q)
+        })
+        .expect("age header");
+    let chunk = 65536 + 16;
+    let payload = header_end + 16;
+    // Every chunk but the last is whole; the last holds 1..=64 KiB of plaintext.
+    let before_last = (data.len() - payload - 1) / chunk;
+    let boundary = payload + before_last * chunk;
+    assert!(boundary < data.len());
     let cut = d.path().join("cut.tar.zst.age");
-    fs::write(&cut, &data[..data.len() - 100]).unwrap();
+    fs::write(&cut, &data[..boundary]).unwrap();
     restore(&cut, "damaged, truncated");
     // One flipped byte in the middle.
     let mut flipped = data.clone();
@@ -305,6 +322,19 @@ fn trailing_garbage_truncation_flipped_byte_and_wrong_key() {
         "differs from the manifest",
     );
     restore(&archive, "radarr");
+    // A stored archive replaced by another valid one: only the manifest can tell.
+    sh(&format!(
+        "tar -C {} -cf - radarr | zstd -q | age -r {r} > {}",
+        d.path().join("live").display(),
+        archive.display()
+    ));
+    refused(
+        &["--config", &c, "verify"],
+        &[],
+        None,
+        "differs from the manifest",
+    );
+    restore(&archive, "does not match its manifest");
     // Trailing non-zero data after the tar end inside a valid stream.
     need("python3");
     let tar = d.path().join("t.tar");
