@@ -87,11 +87,6 @@ impl Progress {
         Progress { bar: Some(bar) }
     }
 
-    /// A reporter that shows nothing.
-    pub fn hidden() -> Progress {
-        Progress { bar: None }
-    }
-
     /// Adds `n` bytes.
     pub fn add(&self, n: u64) {
         if let Some(b) = &self.bar {

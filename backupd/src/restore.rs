@@ -466,14 +466,8 @@ fn swap_all(staging: &Staging) -> Result<Vec<bool>> {
             fs::rename(staged, live).map_err(anyhow::Error::from)
         };
         if let Err(e) = r {
-            // Undo the ones already swapped.
-            for ((_, s, l), ex) in staging.items.iter().zip(done.iter()) {
-                let _ = if *ex {
-                    exchange(s, l)
-                } else {
-                    fs::rename(l, s).map_err(anyhow::Error::from)
-                };
-            }
+            // Undo the ones already swapped (best effort: the first error is the one to show).
+            let _ = swap_back(staging, &done);
             return Err(e.context(format!("cannot swap {} into place", live.display())));
         }
         store::sync_dir(live.parent().unwrap_or(Path::new("/")))?;
@@ -482,16 +476,22 @@ fn swap_all(staging: &Staging) -> Result<Vec<bool>> {
     Ok(done)
 }
 
+/// Swaps the first `swapped.len()` members back. Goes on past a failure (every member it
+/// can restore counts) and returns the first error.
 fn swap_back(staging: &Staging, swapped: &[bool]) -> Result<()> {
+    let mut first_error = None;
     for ((_, staged, live), existed) in staging.items.iter().zip(swapped) {
-        if *existed {
-            exchange(staged, live)?;
+        let r = if *existed {
+            exchange(staged, live)
         } else {
-            fs::rename(live, staged)?;
+            fs::rename(live, staged).map_err(anyhow::Error::from)
         }
-        store::sync_dir(live.parent().unwrap_or(Path::new("/")))?;
+        .and_then(|()| Ok(store::sync_dir(live.parent().unwrap_or(Path::new("/")))?));
+        if let Err(e) = r {
+            first_error.get_or_insert(e);
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 fn exchange(a: &Path, b: &Path) -> Result<()> {

@@ -84,8 +84,6 @@ pub struct Unpacked {
     pub files: Vec<PathBuf>,
     /// The special top-level file's spool and size, if present.
     pub special: Option<(File, u64)>,
-    /// Top-level members seen (for `Members` routes).
-    pub members: Vec<OsString>,
     deferred: Vec<(PathBuf, Option<u32>, u64)>,
 }
 
@@ -211,8 +209,8 @@ pub fn unpack_with<R: Read>(
                 return Err(refuse(&raw, "duplicate entry"));
             }
             // Resolve destination and the tree root this entry belongs to.
-            let (dest, tree_root_len, top) = match route {
-                Route::All(dir) => (dir.join(&rel), 0usize, None),
+            let (dest, tree_root_len) = match route {
+                Route::All(dir) => (dir.join(&rel), 0usize),
                 Route::Members {
                     map,
                     special,
@@ -252,14 +250,9 @@ pub fn unpack_with<R: Read>(
                     if rest.as_os_str().is_empty() && ty != EntryType::Directory {
                         return Err(refuse(&raw, "a service path must be a directory"));
                     }
-                    (root.join(&rest), 1usize, Some(first))
+                    (root.join(&rest), 1usize)
                 }
             };
-            if let Some(t) = top
-                && !out.members.contains(&t)
-            {
-                out.members.push(t);
-            }
             // No component of the parent may be a symlink we created (writes through links).
             let mut prefix = PathBuf::new();
             for c in rel.parent().unwrap_or(Path::new("")).components() {
