@@ -97,15 +97,7 @@ pub fn select<'c>(
     if names.is_empty() {
         return Ok(cfg.services.iter().collect());
     }
-    names
-        .iter()
-        .map(|n| {
-            cfg.services.get_key_value(n).ok_or_else(|| {
-                let known: Vec<&str> = cfg.services.keys().map(String::as_str).collect();
-                anyhow::anyhow!("unknown service {n:?}; configured: {}", known.join(", "))
-            })
-        })
-        .collect()
+    names.iter().map(|n| cfg.service(n)).collect()
 }
 
 /// Warns (every run) when archives are written unencrypted.

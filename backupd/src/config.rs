@@ -138,6 +138,14 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The configured service `name` (with its key), or an error listing the configured ones.
+    pub fn service(&self, name: &str) -> anyhow::Result<(&String, &ServiceConfig)> {
+        self.services.get_key_value(name).ok_or_else(|| {
+            let known: Vec<&str> = self.services.keys().map(String::as_str).collect();
+            anyhow::anyhow!("unknown service {name:?}; configured: {}", known.join(", "))
+        })
+    }
+
     /// Reads and validates a configuration file. Errors name `file:line:col` for YAML
     /// problems and `file: field` for semantic ones.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -310,6 +318,14 @@ photos: { source: /data/photos, target: /data/backups/photos }
         assert_eq!(c.retention.weekly, 4);
         let again = Config::from_yaml(&c.to_yaml().unwrap(), Path::new("x")).unwrap();
         assert_eq!(c, again);
+    }
+
+    #[test]
+    fn service_lookup_names_the_configured_ones() {
+        let c = Config::from_yaml(SAMPLE, Path::new("b.yml")).unwrap();
+        assert_eq!(c.service("radarr").unwrap().0, "radarr");
+        let e = c.service("plex").unwrap_err().to_string();
+        assert_eq!(e, "unknown service \"plex\"; configured: immich, radarr");
     }
 
     #[test]

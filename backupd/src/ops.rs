@@ -137,13 +137,7 @@ pub fn prune_json(plans: &PrunePlan) -> String {
 /// size with the manifest. Returns the number checked; fails listing every mismatch.
 pub fn verify(cfg: &Config, service: Option<&str>) -> Result<usize> {
     let names: Vec<&String> = match service {
-        Some(s) => match cfg.services.get_key_value(s) {
-            Some((k, _)) => vec![k],
-            None => bail!(
-                "unknown service {s:?}; configured: {}",
-                cfg.services.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        },
+        Some(s) => vec![cfg.service(s)?.0],
         None => cfg.services.keys().collect(),
     };
     let mut checked = 0;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::config::{Config, ServiceConfig};
+use crate::config::Config;
 use crate::pipeline::{self, OpenError};
 use crate::report::{self, Progress};
 use crate::store::{self, RunLock};
@@ -334,13 +334,7 @@ fn restore_live(
     archive: &Path,
     ids: &[Box<dyn age::Identity>],
 ) -> Result<RestoreReport> {
-    let svc: &ServiceConfig = cfg.services.get(&opts.service).ok_or_else(|| {
-        anyhow!(
-            "unknown service {:?}; configured: {}",
-            opts.service,
-            cfg.services.keys().cloned().collect::<Vec<_>>().join(", ")
-        )
-    })?;
+    let (_, svc) = cfg.service(&opts.service)?;
     let _lock = RunLock::acquire(&cfg.target)?;
     // Stage beside each live path (same filesystem, so the swap is a rename).
     let mut staging = Staging { items: Vec::new() };
