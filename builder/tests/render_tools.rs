@@ -206,16 +206,30 @@ fn a_static_site_rebuilds_on_a_temporary_address_cloud_init_accepts() {
     }
 }
 
+/// Extracts the seed ISO's `/mms` files into `dir` with `isoinfo` (a binary the bundle
+/// omits is not written; SHA256SUMS always is).
+fn extract_mms_dir(bundle: &Bundle, dir: &Path) {
+    let iso = dir.join(".seed.iso");
+    std::fs::write(&iso, bundle.iso()).unwrap();
+    for name in ["mms-firstboot", "mms-backupd", "SHA256SUMS"] {
+        let o = run(std::process::Command::new("isoinfo")
+            .args(["-J", "-i"])
+            .arg(&iso)
+            .args(["-x", &format!("/mms/{name}")]));
+        if !o.stdout.is_empty() || name == "SHA256SUMS" {
+            std::fs::write(dir.join(name), &o.stdout).unwrap();
+        }
+    }
+    std::fs::remove_file(&iso).unwrap();
+}
+
 #[test]
 fn seed_iso_checksums_verify_with_sha256sum() {
     let (site, catalog) = example();
     let (bundle, _dir) = render_to_dir(&site, &catalog);
+    // The files as they are on the seed ISO, SHA256SUMS included.
     let work = tempfile::tempdir().unwrap();
-    for (path, bytes) in iso_expected(&bundle) {
-        if let Some(name) = path.strip_prefix("mms/") {
-            std::fs::write(work.path().join(name), bytes).unwrap();
-        }
-    }
+    extract_mms_dir(&bundle, work.path());
     let o = run(std::process::Command::new("sha256sum")
         .args(["--strict", "-c", "SHA256SUMS"])
         .current_dir(work.path()));
@@ -478,17 +492,7 @@ fn install_script_installs_only_verified_binaries() {
         let t = tempfile::tempdir().unwrap();
         let iso_tree = t.path().join("iso");
         std::fs::create_dir_all(iso_tree.join("mms")).unwrap();
-        let iso = t.path().join("seed.iso");
-        std::fs::write(&iso, bundle.iso()).unwrap();
-        for name in ["mms-firstboot", "mms-backupd", "SHA256SUMS"] {
-            let o = run(std::process::Command::new("isoinfo")
-                .args(["-J", "-i"])
-                .arg(&iso)
-                .args(["-x", &format!("/mms/{name}")]));
-            if !o.stdout.is_empty() || name == "SHA256SUMS" {
-                std::fs::write(iso_tree.join("mms").join(name), &o.stdout).unwrap();
-            }
-        }
+        extract_mms_dir(bundle, &iso_tree.join("mms"));
         if tamper {
             std::fs::write(iso_tree.join("mms/mms-backupd"), b"\x7fELF evil").unwrap();
         }
