@@ -16,18 +16,10 @@ use std::collections::BTreeMap;
 pub struct Unit {
     /// `Description=`.
     pub description: Option<String>,
-    /// `Documentation=` (one per URL).
-    pub documentation: Vec<String>,
-    /// `DefaultDependencies=`.
-    pub default_dependencies: Option<bool>,
-    /// `Requires=`.
-    pub requires: Vec<String>,
     /// `Wants=`.
     pub wants: Vec<String>,
     /// `After=`.
     pub after: Vec<String>,
-    /// `Before=`.
-    pub before: Vec<String>,
     /// `RequiresMountsFor=`.
     pub requires_mounts_for: Vec<String>,
     /// `ConditionPathExists=` (prefix `!` to negate).
@@ -42,24 +34,16 @@ impl Unit {
     pub fn section(&self) -> Section {
         let Unit {
             description,
-            documentation,
-            default_dependencies,
-            requires,
             wants,
             after,
-            before,
             requires_mounts_for,
             condition_path_exists,
             start_limit,
         } = self;
         let mut s = Section::new("Unit");
         s.opt_text("Description", description, Ctx::Plain);
-        s.all_text("Documentation", documentation, Ctx::Plain);
-        s.opt_bool("DefaultDependencies", *default_dependencies, "yes", "no");
-        s.all_text("Requires", requires, Ctx::Plain);
         s.all_text("Wants", wants, Ctx::Plain);
         s.all_text("After", after, Ctx::Plain);
-        s.all_text("Before", before, Ctx::Plain);
         s.all_text("RequiresMountsFor", requires_mounts_for, Ctx::Plain);
         s.all_text("ConditionPathExists", condition_path_exists, Ctx::Plain);
         if let Some((interval, burst)) = start_limit {
@@ -81,10 +65,6 @@ pub struct Service {
     pub kind: Option<String>,
     /// `RemainAfterExit=`.
     pub remain_after_exit: Option<bool>,
-    /// `Environment=` (one line per variable).
-    pub environment: BTreeMap<String, String>,
-    /// `ExecStartPre=` command lines.
-    pub exec_start_pre: Vec<Vec<String>>,
     /// `ExecStart=` command lines.
     pub exec_start: Vec<Vec<String>>,
     /// `ExecStartPost=` command lines.
@@ -107,8 +87,6 @@ impl Service {
         let Service {
             kind,
             remain_after_exit,
-            environment,
-            exec_start_pre,
             exec_start,
             exec_start_post,
             restart,
@@ -120,17 +98,6 @@ impl Service {
         let mut s = Section::new("Service");
         s.opt_text("Type", kind, Ctx::Plain);
         s.opt_bool("RemainAfterExit", *remain_after_exit, "yes", "no");
-        for (k, v) in environment {
-            s.entries.push((
-                "Environment",
-                Value::Words(vec![format!("{k}={v}")]),
-                Ctx::Plain,
-            ));
-        }
-        for cmd in exec_start_pre {
-            s.entries
-                .push(("ExecStartPre", Value::Words(cmd.clone()), Ctx::Exec));
-        }
         for cmd in exec_start {
             s.entries
                 .push(("ExecStart", Value::Words(cmd.clone()), Ctx::Exec));
