@@ -15,8 +15,6 @@ pub const TAG: &str = "mms";
 pub const RETIRED_TAG: &str = "mms-retired";
 /// Marker at the start of the description of every VM MMS clones.
 pub const DESCRIPTION_MARKER: &str = "mms-build bundle ";
-/// Where secrets go in the VM (one file per secret, DESIGN §5 step 4).
-pub const SECRETS_DIR: &str = "/etc/mms/secrets";
 /// Written last, after every secret: firstboot's `wait-secrets` waits for it.
 pub const SECRETS_COMPLETE: &str = "/etc/mms/secrets/.complete";
 /// The one-time private key for the old→new state pull, on the new VM: the secret
@@ -30,9 +28,11 @@ pub const MIGRATE_KEY_SECRET: &str = "migrate_ssh_key";
 pub const REBUILD_AUTHORIZED_KEYS: &str = "/root/.ssh/authorized_keys";
 /// The comment that marks the one-time key's line.
 pub const REBUILD_KEY_COMMENT: &str = "mms-rebuild-key";
+pub use crate::render::appliance::CUTOVER_TRIGGER;
 /// Written on the new VM after the cut-over: its `mms-cutover.path` unit runs
 /// `mms-firstboot cutover` (tailnet name `<hostname>-next` → `<hostname>`).
-pub use crate::render::appliance::CUTOVER_TRIGGER;
+/// Where secrets go in the VM (one file per secret, DESIGN §5 step 4).
+pub use crate::render::appliance::SECRETS_DIR;
 /// firstboot's status file.
 pub const FIRSTBOOT_STATUS: &str = "/var/lib/mms/firstboot.json";
 

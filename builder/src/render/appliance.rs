@@ -37,9 +37,9 @@ pub const GATE_MARKER: &str = "/var/lib/mms/services-enabled";
 /// Script that installs the appliance binaries from the seed ISO.
 pub const INSTALL_SCRIPT: &str = "/usr/local/lib/mms/install-appliance-bins";
 /// firstboot's config file.
-pub const FIRSTBOOT_CONFIG: &str = "/etc/mms/firstboot.yml";
+pub const FIRSTBOOT_CONFIG: &str = mms_firstboot::config::DEFAULT_PATH;
 /// backupd's config file.
-pub const BACKUPD_CONFIG: &str = "/etc/mms/backupd.yml";
+pub const BACKUPD_CONFIG: &str = mms_backupd::config::DEFAULT_PATH;
 /// The build descriptor: the VM shape and placement the bundle was rendered for.
 pub const BUILD_INFO: &str = "/etc/mms/build.json";
 /// Where `mms-build` delivers the secrets through the guest agent (firstboot's default).
