@@ -33,6 +33,20 @@ impl Output {
     pub fn stderr_tail(&self, n: usize) -> String {
         tail_lines(&String::from_utf8_lossy(&self.stderr), n)
     }
+
+    /// `self` if the program succeeded, else the error `<what> failed (<status>): <stderr
+    /// tail>`.
+    pub fn checked(self, what: impl std::fmt::Display) -> anyhow::Result<Output> {
+        if self.status.success() {
+            Ok(self)
+        } else {
+            Err(anyhow::anyhow!(
+                "{what} failed ({}): {}",
+                self.status,
+                self.stderr_tail(4)
+            ))
+        }
+    }
 }
 
 /// The last `n` non-empty lines of `text`, joined with ` | `.

@@ -433,16 +433,9 @@ impl Migration<'_> {
 
     /// Runs `remote` on `host`; error with stderr on failure.
     fn ssh_run(&self, host: &str, remote: &str, what: &str) -> Result<exec::Output> {
-        let out = exec::run(&mut self.ssh(host, remote), Duration::from_secs(600))
-            .with_context(|| format!("{what} on {host}"))?;
-        if !out.status.success() {
-            bail!(
-                "{what} on {host} failed ({}): {}",
-                out.status,
-                out.stderr_tail(4)
-            );
-        }
-        Ok(out)
+        exec::run(&mut self.ssh(host, remote), Duration::from_secs(600))
+            .with_context(|| format!("{what} on {host}"))?
+            .checked(format!("{what} on {host}"))
     }
 
     /// Migrates every planned service; returns one report per service.
@@ -660,7 +653,7 @@ impl Migration<'_> {
         if let Some(kib) = self.bwlimit_kib {
             cmd.arg(format!("--bwlimit={kib}"));
         }
-        let out = exec::run(
+        exec::run(
             cmd.args([
                 "-a",
                 "-s",
@@ -673,14 +666,8 @@ impl Migration<'_> {
             .arg(&d),
             Duration::from_secs(24 * 3600),
         )
-        .with_context(|| format!("rsync {host}:{src}"))?;
-        if !out.status.success() {
-            bail!(
-                "rsync {host}:{src} -> {d} failed ({}): {}",
-                out.status,
-                out.stderr_tail(4)
-            );
-        }
+        .with_context(|| format!("rsync {host}:{src}"))?
+        .checked(format!("rsync {host}:{src} -> {d}"))?;
         Ok(())
     }
 }
@@ -741,19 +728,13 @@ fn dump_postgres(m: &Migration<'_>, host: &str, cmd: &str, mdir: &Path) -> Resul
         .truncate(true)
         .mode(0o600)
         .open(&raw)?;
-    let out = exec::run_with_stdout(
+    exec::run_with_stdout(
         &mut m.ssh(host, cmd),
         Some(f),
         Duration::from_secs(6 * 3600),
     )
-    .context("pg_dumpall on the source")?;
-    if !out.status.success() {
-        bail!(
-            "pg_dumpall on {host} failed ({}): {}",
-            out.status,
-            out.stderr_tail(4)
-        );
-    }
+    .context("pg_dumpall on the source")?
+    .checked(format!("pg_dumpall on {host}"))?;
     if fs::metadata(&raw)?.len() == 0 {
         bail!("pg_dumpall on {host} printed nothing (command: {cmd})");
     }

@@ -111,15 +111,8 @@ pub fn has_static_address(ip_json: &str, n: &StaticAddress) -> bool {
 }
 
 fn run(program: &str, args: &[&str]) -> Result<String> {
-    let out = exec::run(Command::new(program).args(args), Duration::from_secs(60))?;
-    if !out.status.success() {
-        bail!(
-            "{program} {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            out.stderr_tail(4)
-        );
-    }
+    let out = exec::run(Command::new(program).args(args), Duration::from_secs(60))?
+        .checked(format!("{program} {}", args.join(" ")))?;
     Ok(out.stdout_text())
 }
 

@@ -165,16 +165,11 @@ fn load_postgres_dump(
         "--dbname=postgres",
     ])
     .stdin(Stdio::from(f));
-    let out = exec::run(&mut cmd, Duration::from_secs(6 * 3600))?;
-    if !out.status.success() {
-        return Err(anyhow!(
-            "loading {} into {} failed ({}): {}",
-            dump.display(),
-            pg.container,
-            out.status,
-            out.stderr_tail(4)
-        ));
-    }
+    exec::run(&mut cmd, Duration::from_secs(6 * 3600))?.checked(format!(
+        "loading {} into {}",
+        dump.display(),
+        pg.container
+    ))?;
     crate::fsutil::touch(&loaded)?;
     // The dump is a full copy of the database: keep it no longer than needed.
     std::fs::remove_file(&dump).with_context(|| format!("removing {}", dump.display()))?;

@@ -159,24 +159,18 @@ impl Step for TailscaleStep {
             if relogin {
                 args.retain(|a| !a.starts_with("--auth-key="));
             }
-            let out = exec::run(
+            exec::run(
                 Command::new(bin).args(args),
                 up_timeout + Duration::from_secs(15),
             )
             .with_context(|| format!("tailscale up --hostname={hostname}"))
-            .next_action(check)?;
-            if !out.status.success() {
-                return Err(anyhow!(
-                    "tailscale up --hostname={hostname} failed ({}): {}",
-                    out.status,
-                    out.stderr_tail(4)
-                ))
-                .next_action(
-                    "check that the auth key is valid, reusable or unused, and not expired \
+            .next_action(check)?
+            .checked(format!("tailscale up --hostname={hostname}"))
+            .next_action(
+                "check that the auth key is valid, reusable or unused, and not expired \
                      (Tailscale admin console → Settings → Keys); put a new one in secrets.age \
                      and run `mms-build --apply` again",
-                );
-            }
+            )?;
         }
         wait_running(ctx, up_timeout).next_action(check)?;
         crate::fsutil::remove_if_exists(&key)
@@ -199,20 +193,16 @@ impl Step for TailscaleStep {
                 }
                 Err(e) => return Err(e).next_action(check),
             };
-            if !out.status.success() {
-                return Err(anyhow!(
-                    "tailscale serve --bg --https={port} {target} failed ({}): {}",
-                    out.status,
-                    out.stderr_tail(4)
-                ))
-                .next_action(CERTS_NEXT);
-            }
+            out.checked(format!("tailscale serve --bg --https={port} {target}"))
+                .next_action(CERTS_NEXT)?;
         }
         if !ts.serve.is_empty() {
             let out = exec::run(
                 Command::new(bin).args(["serve", "status", "--json"]),
                 serve_timeout,
             )
+            .next_action(check)?
+            .checked("tailscale serve status --json")
             .next_action(check)?;
             let served = served_https_ports(&out.stdout_text()).next_action(check)?;
             let missing: Vec<String> = ts
@@ -243,17 +233,11 @@ impl Step for TailscaleStep {
 
 /// `mms-firstboot cutover`: rename the node from `<hostname>-next` to `<hostname>`.
 pub fn cutover(tailscale: &Path, hostname: &str) -> anyhow::Result<()> {
-    let out = exec::run(
+    exec::run(
         Command::new(tailscale).args(["set", &format!("--hostname={hostname}")]),
         Duration::from_secs(60),
-    )?;
-    if !out.status.success() {
-        return Err(anyhow!(
-            "tailscale set --hostname={hostname} failed ({}): {}",
-            out.status,
-            out.stderr_tail(4)
-        ));
-    }
+    )?
+    .checked(format!("tailscale set --hostname={hostname}"))?;
     Ok(())
 }
 
