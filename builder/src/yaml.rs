@@ -50,17 +50,6 @@ impl Node {
         }
     }
 
-    /// The scalar as text, if it is a string, number or boolean.
-    pub fn scalar_text(&self) -> Option<String> {
-        match &self.value {
-            Value::Str(s) => Some(s.clone()),
-            Value::Int(i) => Some(i.to_string()),
-            Value::Float(f) => Some(f.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        }
-    }
-
     pub fn is_null(&self) -> bool {
         matches!(self.value, Value::Null)
     }

@@ -47,12 +47,8 @@ struct Decoder<'a> {
     dir: &'a Path,
 }
 
-fn keys<T: JsonSchema>() -> Vec<String> {
-    keys_of::<T>()
-}
-
 fn obj<'n, T: JsonSchema>(node: &'n Node, path: &str, d: &mut Diags) -> Option<Obj<'n>> {
-    let k = keys::<T>();
+    let k = keys_of::<T>();
     let k: Vec<&str> = k.iter().map(String::as_str).collect();
     Obj::new(node, path, &k, d)
 }
