@@ -457,8 +457,14 @@ impl Unpacked {
 }
 
 /// Changes the owner of everything below (and including) `root`, without following links.
+/// The error names the path that could not be changed.
 pub fn chown_tree(root: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    std::os::unix::fs::lchown(root, Some(uid), Some(gid))?;
+    std::os::unix::fs::lchown(root, Some(uid), Some(gid)).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("chown {uid}:{gid} {}: {e}", root.display()),
+        )
+    })?;
     if fs::symlink_metadata(root)?.is_dir() {
         for e in fs::read_dir(root)? {
             chown_tree(&e?.path(), uid, gid)?;

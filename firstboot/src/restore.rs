@@ -194,7 +194,7 @@ fn restore_service(
             tracing::warn!(service = name, path = %p.display(), "archive has no member for this path");
             continue;
         }
-        crate::migrate::chown_tree(&member, uid, gid)?;
+        mms_backupd::unpack::chown_tree(&member, uid, gid)?;
         let old = p.with_extension("mms-old");
         if old.exists() {
             fs::remove_dir_all(&old)?;

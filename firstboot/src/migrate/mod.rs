@@ -28,6 +28,7 @@ use crate::config::{App, Config, MigrateFrom, Rewrite, Service, SourceDir, Sourc
 use crate::exec;
 use crate::fsutil::{touch, under};
 use anyhow::{Context as _, Result, anyhow, bail};
+use mms_backupd::unpack::chown_tree;
 use rewrite::{Change, Rewriter};
 use std::fmt::Write as _;
 use std::fs;
@@ -834,16 +835,6 @@ fn link_tree(src: &Path, dst: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `chown -R -h uid:gid dir`.
-pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
-    let own = |p: &Path| {
-        std::os::unix::fs::lchown(p, Some(uid), Some(gid))
-            .with_context(|| format!("chown {uid}:{gid} {}", p.display()))
-    };
-    own(dir)?;
-    walk(dir, &mut |p, _| own(p))
 }
 
 /// Applies the app's stored-path rewrites inside `dir`; returns one line per rewrite.
