@@ -242,6 +242,34 @@ fn a_vm_on_another_cluster_node_is_shown_and_destroyed_there_but_not_rebuilt() {
 }
 
 #[test]
+fn a_leftover_next_of_the_other_rendering_is_replaced_by_a_clone_sized_from_the_template() {
+    let sim = sim_with_template(SimConfig::default());
+    // The template's disk is already larger than vm.disk_gib (64): no resize may be planned
+    // (Proxmox cannot shrink a disk).
+    sim.state()
+        .vms
+        .get_mut(&mms_tests::pve_sim::harness::TEMPLATE_VMID)
+        .unwrap()
+        .config
+        .insert("scsi0".into(), "local-lvm:base-9000-disk-0,size=80G".into());
+    // An unfinished build of the rebuild rendering; nothing serves, so the first-build
+    // rendering is chosen and the leftover is discarded.
+    const REB: &str = "aaaaaaaaaaaaaaaa0000000000000000000000000000000000000000000000aa";
+    sim.add_appliance(100, "mms-next", "mms;mms-aaaaaaaaaaaaaaaa");
+    let mut i = inputs(HASH_A);
+    i.rebuild_bundle = Some(mms_builder::apply::inputs::Bundle {
+        hash: REB.into(),
+        seed_iso: b"rebuild seed".to_vec(),
+    });
+    let (_, p) = rt()
+        .block_on(flow::plan_only(&client(&sim), &i, false))
+        .unwrap();
+    let steps: Vec<&str> = p.actions.iter().map(|a| a.step()).collect();
+    assert_eq!(steps[..2], ["discard-stale-next", "clone"], "{steps:?}");
+    assert!(!steps.contains(&"resize"), "{:?}", p.actions);
+}
+
+#[test]
 fn destroy_removes_every_mms_vm_and_iso() {
     let sim = sim_with_template(SimConfig::default());
     apply(&sim, HASH_A);

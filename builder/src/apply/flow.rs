@@ -312,14 +312,10 @@ pub async fn observe(client: &Client, inputs: &ApplyInputs) -> Result<Observatio
                 .as_ref()
                 .is_some_and(plan::FirstbootStatus::healthy)
     });
-    let next_reusable = roles
-        .next
-        .as_ref()
-        .is_some_and(|n| d.accepts(n.bundle().as_deref()));
-    if !current_is_target
-        && !next_reusable
-        && let Ok(t) = template_vmid(&rows, &inputs.template)
-    {
+    // Whether a -next VM is kept depends on the rendering `choose` picks later (plan
+    // discards one of the other rendering), so any build that is not up to date may clone:
+    // the template's disk size and bus are needed then.
+    if !current_is_target && let Ok(t) = template_vmid(&rows, &inputs.template) {
         obs.template_config = Some(to_config(&client.vm_config(node, t).await?));
     }
     obs.isos = client
