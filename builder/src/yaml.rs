@@ -404,6 +404,27 @@ pub fn integer(node: &Node, path: &str, min: i128, max: i128, diags: &mut Diags)
     }
 }
 
+/// The entries of a mapping whose keys are data (mount points, service names), not
+/// field names: `None` with `expected a mapping of <what>, found …` for anything else.
+pub fn map<'n>(
+    node: &'n Node,
+    path: &str,
+    what: &str,
+    diags: &mut Diags,
+) -> Option<&'n [(Node, Node)]> {
+    match &node.value {
+        Value::Map(entries) => Some(entries),
+        _ => {
+            diags.error_at(
+                node.loc,
+                path,
+                format!("expected a mapping of {what}, found {}", node.describe()),
+            );
+            None
+        }
+    }
+}
+
 /// A list; each item is decoded by `item` with its own path `path[i]`.
 pub fn list<T>(
     node: &Node,

@@ -316,6 +316,15 @@ fn rebuild_address_of_a_static_site() {
 
 #[test]
 fn nfs_mounts_and_exports() {
+    // A key that is not a string is named, not skipped.
+    fails(
+        &edit(
+            "    /data/backups: /mnt/tank/backups\n",
+            "    1: /mnt/tank/backups\n",
+        ),
+        "nfs.mounts",
+        "expected a mount point, found the number 1",
+    );
     fails(
         &edit(
             "    /data/backups: /mnt/tank/backups\n",

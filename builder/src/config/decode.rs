@@ -531,26 +531,15 @@ impl Decoder<'_> {
             }
         });
         let mounts_node = o.require("mounts", "mount point → export path", self.d)?;
-        let m = Obj::new(
-            mounts_node,
-            "nfs.mounts",
-            &[],
-            &mut Diags::new(self.d.file()),
-        );
-        let Some(m) = m else {
-            self.d.error_at(
-                mounts_node.loc,
-                "nfs.mounts",
-                format!(
-                    "expected a mapping of mount point → export, found {}",
-                    mounts_node.describe()
-                ),
-            );
-            return None;
-        };
+        let entries = yaml::map(mounts_node, "nfs.mounts", "mount point → export", self.d)?;
         let mut mounts = Vec::new();
         let mut ok = true;
-        for (mp, knode, vnode) in m.entries() {
+        for (knode, vnode) in entries {
+            let Some(mp) = yaml::string(knode, "nfs.mounts", "a mount point", self.d) else {
+                ok = false;
+                continue;
+            };
+            let mp = mp.as_str();
             let path = format!("nfs.mounts.{mp}");
             let mut this_ok = true;
             if !is_clean_abs_path(mp) || !path_within(mp, "/data") {
@@ -583,7 +572,7 @@ impl Decoder<'_> {
                 export,
             });
         }
-        if m.entries().next().is_none() {
+        if entries.is_empty() {
             self.d.error_at(
                 mounts_node.loc,
                 "nfs.mounts",
@@ -665,17 +654,7 @@ impl Decoder<'_> {
         let mut serve = Vec::new();
         let mut ok = true;
         if let Some(sn) = o.get("serve") {
-            let Value::Map(entries) = &sn.value else {
-                self.d.error_at(
-                    sn.loc,
-                    "tailscale.serve",
-                    format!(
-                        "expected a mapping of service → HTTPS port, found {}",
-                        sn.describe()
-                    ),
-                );
-                return None;
-            };
+            let entries = yaml::map(sn, "tailscale.serve", "service → HTTPS port", self.d)?;
             let mut by_port: BTreeMap<u16, String> = BTreeMap::new();
             for (k, v) in entries {
                 let Some(svc) = yaml::string(k, "tailscale.serve", "a service name", self.d) else {
@@ -836,17 +815,7 @@ impl Decoder<'_> {
         let mut sources = BTreeMap::new();
         let mut ok = true;
         if let Some(sn) = o.get("sources") {
-            let Value::Map(entries) = &sn.value else {
-                self.d.error_at(
-                    sn.loc,
-                    "migrate.sources",
-                    format!(
-                        "expected a mapping of service → path(s), found {}",
-                        sn.describe()
-                    ),
-                );
-                return None;
-            };
+            let entries = yaml::map(sn, "migrate.sources", "service → path(s)", self.d)?;
             for (k, v) in entries {
                 let Some(svc) = yaml::string(k, "migrate.sources", "a service name", self.d) else {
                     ok = false;
@@ -883,17 +852,7 @@ impl Decoder<'_> {
         }
         let mut path_map = BTreeMap::new();
         if let Some(pn) = o.get("path_map") {
-            let Value::Map(entries) = &pn.value else {
-                self.d.error_at(
-                    pn.loc,
-                    "migrate.path_map",
-                    format!(
-                        "expected a mapping of old path → new path, found {}",
-                        pn.describe()
-                    ),
-                );
-                return None;
-            };
+            let entries = yaml::map(pn, "migrate.path_map", "old path → new path", self.d)?;
             for (k, v) in entries {
                 let (Some(old), Some(new)) = (
                     yaml::string(k, "migrate.path_map", "an old absolute path", self.d),
@@ -932,17 +891,7 @@ impl Decoder<'_> {
         n: &Node,
         services: Option<&[String]>,
     ) -> Option<BTreeMap<String, String>> {
-        let Value::Map(entries) = &n.value else {
-            self.d.error_at(
-                n.loc,
-                "images",
-                format!(
-                    "expected a mapping of container name → image, found {}",
-                    n.describe()
-                ),
-            );
-            return None;
-        };
+        let entries = yaml::map(n, "images", "container name → image", self.d)?;
         let containers: BTreeSet<&str> = services
             .unwrap_or_default()
             .iter()
