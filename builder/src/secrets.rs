@@ -416,6 +416,14 @@ pub fn load_secrets(site: &Site, identity: Option<&Path>) -> Result<Secrets> {
     if !file.exists() {
         return Ok(Secrets::from_parts(BTreeMap::new(), env));
     }
+    let (text, _) = decrypt_file(file, identity)?;
+    let values = parse_plaintext(file, &text)?;
+    Ok(Secrets::from_parts(values, env))
+}
+
+/// Decrypts the secrets file with the identity (`--identity`, `MMS_IDENTITY` or the default
+/// path); returns the plaintext and the identity (its recipients re-encrypt an edit).
+pub fn decrypt_file(file: &Path, identity: Option<&Path>) -> Result<(String, LoadedIdentity)> {
     let Some(id_path) = identity_path(identity) else {
         bail!(
             "{} is encrypted and no identity was given: pass --identity FILE, set MMS_IDENTITY, or create ~/.config/mms/identity.txt",
@@ -428,8 +436,7 @@ pub fn load_secrets(site: &Site, identity: Option<&Path>) -> Result<Secrets> {
         .with_context(|| format!("decrypting {} with {}", file.display(), id_path.display()))?;
     let text = String::from_utf8(pt)
         .map_err(|_| anyhow!("{}: decrypted content is not UTF-8 text", file.display()))?;
-    let values = parse_plaintext(file, &text)?;
-    Ok(Secrets::from_parts(values, env))
+    Ok((text, id))
 }
 
 #[cfg(test)]

@@ -120,13 +120,7 @@ fn edit(
     identity: Option<&Path>,
 ) -> Result<ExitCode> {
     let file = &site.secrets_file;
-    let id_path = secrets::identity_path(identity)
-        .ok_or_else(|| anyhow!("no identity: pass --identity FILE, set MMS_IDENTITY, or create ~/.config/mms/identity.txt"))?;
-    let id = secrets::read_identity(&id_path)?;
-    let ct = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let pt =
-        secrets::decrypt(&ct, &id).with_context(|| format!("decrypting {}", file.display()))?;
-    let old = String::from_utf8(pt).map_err(|_| anyhow!("{}: not UTF-8 text", file.display()))?;
+    let (old, id) = secrets::decrypt_file(file, identity)?;
     let recipients = match std::fs::read_to_string(recipients_path(site)) {
         Ok(t) => t
             .lines()
