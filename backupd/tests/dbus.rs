@@ -264,17 +264,7 @@ fn backup_and_restore_stop_and_start_the_unit_on_every_path() {
     // Restore: stop → swap → start → health (ActiveState active).
     fs::write(live.join("after-backup.txt"), b"new").unwrap();
     ok(
-        &[
-            "--config",
-            c,
-            "restore",
-            "--service",
-            "radarr",
-            "--archive",
-            &archive,
-            "--identity",
-            id.to_str().unwrap(),
-        ],
+        &restore_args(c, "radarr", &archive, id.to_str().unwrap(), None),
         &env,
         None,
     );
@@ -296,17 +286,7 @@ fn backup_and_restore_stop_and_start_the_unit_on_every_path() {
         .after_start
         .insert("radarr.service".into(), "failed".into());
     refused(
-        &[
-            "--config",
-            c,
-            "restore",
-            "--service",
-            "radarr",
-            "--archive",
-            &archive,
-            "--identity",
-            id.to_str().unwrap(),
-        ],
+        &restore_args(c, "radarr", &archive, id.to_str().unwrap(), None),
         &env,
         None,
         "rolled back",

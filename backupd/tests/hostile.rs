@@ -150,17 +150,13 @@ fn hostile_corpus_is_refused_and_live_dir_untouched() {
     for (name, spec, needle, env) in cases {
         let a = hostile(d.path(), name, spec, &r);
         refused(
-            &[
-                "--config",
+            &restore_args(
                 &c,
-                "restore",
-                "--service",
                 "radarr",
-                "--archive",
                 a.to_str().unwrap(),
-                "--identity",
                 id.to_str().unwrap(),
-            ],
+                None,
+            ),
             env,
             None,
             needle,
@@ -179,19 +175,13 @@ fn hostile_corpus_is_refused_and_live_dir_untouched() {
         }
         let to = d.path().join(format!("to-{name}"));
         refused(
-            &[
-                "--config",
+            &restore_args(
                 &c,
-                "restore",
-                "--service",
                 "radarr",
-                "--archive",
                 a.to_str().unwrap(),
-                "--identity",
                 id.to_str().unwrap(),
-                "--to",
-                to.to_str().unwrap(),
-            ],
+                Some(to.to_str().unwrap()),
+            ),
             env,
             None,
             needle,
@@ -224,17 +214,7 @@ fn trailing_garbage_truncation_flipped_byte_and_wrong_key() {
     let id_s = id.to_str().unwrap();
     let restore = |path: &Path, needle: &str| {
         refused(
-            &[
-                "--config",
-                &c,
-                "restore",
-                "--service",
-                "radarr",
-                "--archive",
-                path.to_str().unwrap(),
-                "--identity",
-                id_s,
-            ],
+            &restore_args(&c, "radarr", path.to_str().unwrap(), id_s, None),
             &[],
             None,
             needle,
@@ -277,17 +257,13 @@ fn trailing_garbage_truncation_flipped_byte_and_wrong_key() {
     let other = tempfile::tempdir().unwrap();
     let (wrong, _) = age_key(other.path());
     refused(
-        &[
-            "--config",
+        &restore_args(
             &c,
-            "restore",
-            "--service",
             "radarr",
-            "--archive",
             archive.to_str().unwrap(),
-            "--identity",
             wrong.to_str().unwrap(),
-        ],
+            None,
+        ),
         &[],
         None,
         "wrong key",
@@ -295,17 +271,7 @@ fn trailing_garbage_truncation_flipped_byte_and_wrong_key() {
     assert_eq!(describe(&live), before);
     // Not an identity at all.
     refused(
-        &[
-            "--config",
-            &c,
-            "restore",
-            "--service",
-            "radarr",
-            "--archive",
-            archive.to_str().unwrap(),
-            "--identity",
-            "-",
-        ],
+        &restore_args(&c, "radarr", archive.to_str().unwrap(), "-", None),
         &[],
         Some(b"hello"),
         "expected an age identity",
@@ -400,17 +366,7 @@ fn corrupt_sqlite_database_is_refused_before_the_swap() {
     );
     let c = cfg.to_str().unwrap();
     refused(
-        &[
-            "--config",
-            c,
-            "restore",
-            "--service",
-            "radarr",
-            "--archive",
-            a.to_str().unwrap(),
-            "--identity",
-            id.to_str().unwrap(),
-        ],
+        &restore_args(c, "radarr", a.to_str().unwrap(), id.to_str().unwrap(), None),
         &[],
         None,
         "integrity_check",

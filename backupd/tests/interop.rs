@@ -130,17 +130,7 @@ fn stock_pipeline_archive_restores_through_mms_backupd() {
     // Live restore (no unit): identity from stdin, the live dir is replaced atomically.
     let key = fs::read(&id).unwrap();
     ok(
-        &[
-            "--config",
-            c,
-            "restore",
-            "--service",
-            "radarr",
-            "--archive",
-            stock.to_str().unwrap(),
-            "--identity",
-            "-",
-        ],
+        &restore_args(c, "radarr", stock.to_str().unwrap(), "-", None),
         &[],
         Some(&key),
     );

@@ -212,17 +212,7 @@ fn pg_dumpall_into_the_archive_and_back() {
     );
     fs::write(live.join("library/new.jpg"), b"new").unwrap();
     ok(
-        &[
-            "--config",
-            c,
-            "restore",
-            "--service",
-            "immich",
-            "--archive",
-            &archive,
-            "--identity",
-            id.to_str().unwrap(),
-        ],
+        &restore_args(c, "immich", &archive, id.to_str().unwrap(), None),
         &env,
         None,
     );
@@ -249,19 +239,13 @@ fn pg_dumpall_into_the_archive_and_back() {
     psql(&pg, "immich", "INSERT INTO assets(path) VALUES ('c.png')");
     let to = d.path().join("to");
     ok(
-        &[
-            "--config",
+        &restore_args(
             c,
-            "restore",
-            "--service",
             "immich",
-            "--archive",
             &archive,
-            "--identity",
             id.to_str().unwrap(),
-            "--to",
-            to.to_str().unwrap(),
-        ],
+            Some(to.to_str().unwrap()),
+        ),
         &env,
         None,
     );

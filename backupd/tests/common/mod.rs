@@ -230,6 +230,31 @@ pub fn write_config(dir: &Path, target: &Path, recipients: &[String], services: 
     p
 }
 
+/// `--config CFG restore --service S --archive A --identity I [--to DIR]`.
+pub fn restore_args<'a>(
+    cfg: &'a str,
+    service: &'a str,
+    archive: &'a str,
+    identity: &'a str,
+    to: Option<&'a str>,
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "--config",
+        cfg,
+        "restore",
+        "--service",
+        service,
+        "--archive",
+        archive,
+        "--identity",
+        identity,
+    ];
+    if let Some(to) = to {
+        args.extend(["--to", to]);
+    }
+    args
+}
+
 /// Runs the binary with args; returns (exit code, stdout, stderr).
 pub fn run(args: &[&str], envs: &[(&str, &str)], stdin: Option<&[u8]>) -> (i32, String, String) {
     let mut cmd = Command::new(bin());
