@@ -569,6 +569,26 @@ pub fn config_changes(config: &Config, desired: &Desired) -> Vec<(String, String
     out
 }
 
+/// A resize of `disk` to `vm.disk_gib` when it is smaller (or its size is unknown);
+/// Proxmox only grows disks.
+fn resize_if_small(cfg: &Config, disk: String, desired: &Desired) -> Option<Action> {
+    let have = cfg
+        .get(&disk)
+        .and_then(|d| prop(d, "size"))
+        .and_then(|s| size_gib(&s));
+    have.is_none_or(|h| h < u64::from(desired.disk_gib))
+        .then(|| Action::Resize {
+            disk,
+            size: format!("{}G", desired.disk_gib),
+        })
+}
+
+/// Whether `ide2` holds `volid`.
+fn iso_attached(cfg: &Config, volid: &str) -> bool {
+    cfg.get("ide2")
+        .is_some_and(|v| v.split(',').next() == Some(volid))
+}
+
 /// Plans `--apply`.
 pub fn plan(obs: &Observed, desired: &Desired, destroy_old: bool) -> Plan {
     let mut actions = Vec::new();
@@ -612,10 +632,7 @@ pub fn plan(obs: &Observed, desired: &Desired, destroy_old: bool) -> Plan {
     if current_is_target {
         // Up to date, except for cleanup a crash may have left behind.
         let cfg = obs.current_config.clone().unwrap_or_default();
-        if cfg
-            .get("ide2")
-            .is_some_and(|v| v.split(',').next() == Some(volid.as_str()))
-        {
+        if iso_attached(&cfg, &volid) {
             actions.push(Action::Eject {
                 vmid: current.map(|c| c.vmid),
             });
@@ -652,16 +669,7 @@ pub fn plan(obs: &Observed, desired: &Desired, destroy_old: bool) -> Plan {
                 changes: config_changes(&tcfg, desired),
             });
             let disk = boot_disk(&tcfg).unwrap_or_else(|| "scsi0".into());
-            let have = tcfg
-                .get(&disk)
-                .and_then(|d| prop(d, "size"))
-                .and_then(|s| size_gib(&s));
-            if have.is_none_or(|h| h < u64::from(desired.disk_gib)) {
-                actions.push(Action::Resize {
-                    disk,
-                    size: format!("{}G", desired.disk_gib),
-                });
-            }
+            actions.extend(resize_if_small(&tcfg, disk, desired));
             if !obs.isos.contains(&volid) {
                 actions.push(Action::UploadIso {
                     filename: iso_filename(&desired.name, hash),
@@ -687,20 +695,9 @@ pub fn plan(obs: &Observed, desired: &Desired, destroy_old: bool) -> Plan {
                 actions.push(Action::Configure { changes });
             }
             if let Some(disk) = boot_disk(&cfg) {
-                let have = cfg
-                    .get(&disk)
-                    .and_then(|d| prop(d, "size"))
-                    .and_then(|s| size_gib(&s));
-                if have.is_none_or(|h| h < u64::from(desired.disk_gib)) {
-                    actions.push(Action::Resize {
-                        disk,
-                        size: format!("{}G", desired.disk_gib),
-                    });
-                }
+                actions.extend(resize_if_small(&cfg, disk, desired));
             }
-            let attached = cfg
-                .get("ide2")
-                .is_some_and(|v| v.split(',').next() == Some(volid.as_str()));
+            let attached = iso_attached(&cfg, &volid);
             if !n.running {
                 if !obs.isos.contains(&volid) {
                     actions.push(Action::UploadIso {
