@@ -100,15 +100,7 @@ pub(crate) fn bundles(args: &ApplyArgs, loaded: &Loaded) -> Result<(Bundle, Opti
     if let Some(dir) = &args.bundle {
         return Ok((Bundle::from_dir(dir)?, None));
     }
-    let dir = match &args.appliance_bin {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()
-            .context("locating the running mms-build")?
-            .parent()
-            .map(Path::to_path_buf)
-            .context("the running mms-build has no parent directory")?,
-    };
-    let bins = super::render::load_appliance_bins(&dir, render::Arch::X86_64)?;
+    let bins = super::render::load_appliance_bins(args.appliance_bin.as_deref())?;
     let (site, catalog) = (&loaded.site, &loaded.catalog);
     let first = render::Deployment {
         previous_vm: None,

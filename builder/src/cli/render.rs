@@ -26,13 +26,19 @@ pub struct RenderArgs {
     pub fresh: bool,
 }
 
-/// The two programs the seed ISO carries.
-pub const APPLIANCE_BINS: [&str; 2] = ["mms-firstboot", "mms-backupd"];
-
-/// Reads `mms-firstboot` and `mms-backupd` from `dir` and checks them for `arch`.
-pub fn load_appliance_bins(dir: &Path, arch: Arch) -> Result<ApplianceBins> {
-    let mut found = Vec::new();
-    for name in APPLIANCE_BINS {
+/// Reads `mms-firstboot` and `mms-backupd` from `dir` (default: beside the running
+/// `mms-build`) and checks that they are x86-64 programs (Proxmox VE VMs of this project are
+/// x86-64: the template images are x86_64).
+pub fn load_appliance_bins(dir: Option<&Path>) -> Result<ApplianceBins> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::current_exe()
+            .context("locating the running mms-build")?
+            .parent()
+            .map(Path::to_path_buf)
+            .context("the running mms-build has no parent directory")?,
+    };
+    let read = |name: &str| -> Result<Vec<u8>> {
         let path = dir.join(name);
         let bytes = std::fs::read(&path).with_context(|| {
             format!(
@@ -42,14 +48,15 @@ pub fn load_appliance_bins(dir: &Path, arch: Arch) -> Result<ApplianceBins> {
                 name
             )
         })?;
-        if let Err(e) = bundle::check_elf(&bytes, arch) {
+        if let Err(e) = bundle::check_elf(&bytes, Arch::X86_64) {
             bail!("appliance program {}: {e}", path.display());
         }
-        found.push(bytes);
-    }
-    let backupd = found.pop().unwrap_or_default();
-    let firstboot = found.pop().unwrap_or_default();
-    Ok(ApplianceBins::Included { firstboot, backupd })
+        Ok(bytes)
+    };
+    Ok(ApplianceBins::Included {
+        firstboot: read("mms-firstboot")?,
+        backupd: read("mms-backupd")?,
+    })
 }
 
 /// Runs `mms-build render`.
@@ -68,16 +75,7 @@ pub fn run(config_path: &Path, args: &RenderArgs) -> Result<ExitCode> {
         );
         ApplianceBins::Omitted
     } else {
-        let dir = match &args.appliance_bin {
-            Some(d) => d.clone(),
-            None => std::env::current_exe()
-                .context("locating the running mms-build")?
-                .parent()
-                .map(Path::to_path_buf)
-                .context("the running mms-build has no parent directory")?,
-        };
-        // Proxmox VE VMs of this project are x86-64 (the template images are x86_64).
-        load_appliance_bins(&dir, Arch::X86_64)?
+        load_appliance_bins(args.appliance_bin.as_deref())?
     };
     let deployment = render::Deployment {
         previous_vm: None,
