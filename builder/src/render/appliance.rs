@@ -144,7 +144,15 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn config_dir(&self, service: &str) -> String {
-        format!("{}/config/{service}", self.home)
+        configs::config_dir(&self.home, service)
+    }
+    /// A config volume's host path: the service's config dir, or `sub` below it.
+    fn config_path(&self, service: &str, sub: &str) -> String {
+        let base = self.config_dir(service);
+        match sub.trim_end_matches('/') {
+            "" | "." => base,
+            sub => format!("{base}/{sub}"),
+        }
     }
     fn quadlet_dir(&self) -> String {
         format!("/etc/containers/systemd/users/{}", self.uid)
@@ -310,15 +318,7 @@ fn container_unit(
         let Some(source) = v.source() else { continue };
         let (src, label) = match source {
             // Private local config: private SELinux label.
-            VolumeSource::Config(sub) => {
-                let base = ctx.config_dir(&def.name);
-                let src = if sub.is_empty() || sub == "." {
-                    base
-                } else {
-                    format!("{base}/{}", sub.trim_end_matches('/'))
-                };
-                (src, Some("Z"))
-            }
+            VolumeSource::Config(sub) => (ctx.config_path(&def.name, sub), Some("Z")),
             // NFS (or local /data): never relabel (virt_use_nfs instead), never :U/:idmap
             // (appliance.md §3). A local /data is shared by several containers: `:z`.
             VolumeSource::Data(path) => {
@@ -1011,20 +1011,15 @@ fn runcmd(ctx: &Ctx, enabled: &Enabled, mounts: &[(String, String)]) -> Vec<Vec<
         dirs.push(ctx.config_dir(&def.name));
         for c in containers {
             for v in &c.volumes {
-                if let Some(VolumeSource::Config(sub)) = v.source()
-                    && !sub.is_empty()
-                    && sub != "."
-                {
-                    dirs.push(format!(
-                        "{}/{}",
-                        ctx.config_dir(&def.name),
-                        sub.trim_end_matches('/')
-                    ));
+                if let Some(VolumeSource::Config(sub)) = v.source() {
+                    dirs.push(ctx.config_path(&def.name, sub));
                 }
             }
         }
     }
-    dirs.dedup();
+    // Each once, in first-seen order.
+    let mut seen = BTreeSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
     let mut install = cmd(&["install", "-d", "-o", &uid, "-g", &gid, "-m", "0750"]);
     install.extend(dirs);
     r.push(install);
