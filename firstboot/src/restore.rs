@@ -162,27 +162,7 @@ fn restore_service(
     let staged_dump = staging.join(dump::DUMP_MEMBER);
     if staged_dump.exists() {
         let dest = crate::migrate::dump_file(&ctx.root, &ctx.config, name);
-        if let Some(d) = dest.parent() {
-            fs::create_dir_all(d)?;
-        }
-        let tmp = dest.with_extension("sql.tmp");
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let w = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            let mut bw = std::io::BufWriter::new(w);
-            crate::migrate::transform_dump(
-                std::io::BufReader::new(fs::File::open(&staged_dump)?),
-                &mut bw,
-            )?;
-            bw.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        }
-        fs::rename(&tmp, &dest)?;
-        fs::remove_file(&staged_dump)?;
+        crate::migrate::install_dump(&staged_dump, &dest)?;
         let _ = fs::remove_file(dest.with_file_name("loaded"));
     }
 

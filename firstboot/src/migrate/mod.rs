@@ -719,8 +719,32 @@ pub fn transform_dump(r: impl std::io::BufRead, mut w: impl std::io::Write) -> s
     w.flush()
 }
 
-fn dump_postgres(m: &Migration<'_>, host: &str, cmd: &str, mdir: &Path) -> Result<()> {
+/// Makes the raw `pg_dumpall` output `src` the start step's pending dump `dest`: transformed
+/// ([`transform_dump`]) into a 0600 temp file, synced, renamed; `src` is removed.
+pub fn install_dump(src: &Path, dest: &Path) -> Result<()> {
     use std::io::{BufReader, BufWriter};
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(d) = dest.parent() {
+        fs::create_dir_all(d)?;
+    }
+    let tmp = dest.with_extension("sql.tmp");
+    {
+        let w = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let mut bw = BufWriter::new(w);
+        transform_dump(BufReader::new(fs::File::open(src)?), &mut bw)?;
+        bw.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    fs::rename(&tmp, dest)?;
+    fs::remove_file(src)?;
+    Ok(())
+}
+
+fn dump_postgres(m: &Migration<'_>, host: &str, cmd: &str, mdir: &Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let raw = mdir.join("pg_dumpall.raw");
     let f = fs::OpenOptions::new()
@@ -739,22 +763,7 @@ fn dump_postgres(m: &Migration<'_>, host: &str, cmd: &str, mdir: &Path) -> Resul
     if fs::metadata(&raw)?.len() == 0 {
         bail!("pg_dumpall on {host} printed nothing (command: {cmd})");
     }
-    let final_path = mdir.join("pg_dumpall.sql");
-    let tmp = mdir.join("pg_dumpall.sql.tmp");
-    {
-        let w = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        let mut bw = BufWriter::new(w);
-        transform_dump(BufReader::new(fs::File::open(&raw)?), &mut bw)?;
-        bw.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    }
-    fs::rename(&tmp, &final_path)?;
-    fs::remove_file(&raw)?;
-    Ok(())
+    install_dump(&raw, &mdir.join("pg_dumpall.sql"))
 }
 
 /// Every SQLite database under `dir` (by header; `*.db` files whatever their header).
