@@ -20,6 +20,31 @@ pub fn under(root: &Path, path: &Path) -> PathBuf {
     out
 }
 
+/// `path` with `suffix` appended to its last component (`radarr` → `radarr.mms-old`).
+pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Puts the directory `new` in place of `live` (same filesystem: renames only). A previous
+/// `live` is moved to `old` (an earlier `old` is removed first) and left for the caller.
+pub fn swap_in(new: &Path, live: &Path, old: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if old.exists() {
+        fs::remove_dir_all(old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    if live.exists() {
+        fs::rename(live, old).with_context(|| format!("moving {} aside", live.display()))?;
+    }
+    fs::rename(new, live).with_context(|| {
+        format!(
+            "installing {} (staging and live path must be on one filesystem)",
+            live.display()
+        )
+    })
+}
+
 /// Writes `data` to `path` atomically: a temp file beside it, fsync, rename, fsync of the
 /// directory. Creates the parent directory.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {

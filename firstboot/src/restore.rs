@@ -175,19 +175,8 @@ fn restore_service(
             continue;
         }
         mms_backupd::unpack::chown_tree(&member, uid, gid)?;
-        let old = p.with_extension("mms-old");
-        if old.exists() {
-            fs::remove_dir_all(&old)?;
-        }
-        if p.exists() {
-            fs::rename(p, &old).with_context(|| format!("moving {} aside", p.display()))?;
-        }
-        fs::rename(&member, p).with_context(|| {
-            format!(
-                "installing {} (staging and live path must be on one filesystem)",
-                p.display()
-            )
-        })?;
+        let old = crate::fsutil::sibling(p, ".mms-old");
+        crate::fsutil::swap_in(&member, p, &old)?;
         if old.exists() {
             fs::remove_dir_all(&old)?;
         }

@@ -26,7 +26,7 @@ pub mod sqlite;
 
 use crate::config::{App, Config, MigrateFrom, Rewrite, Service, SourceDir, SourceKind};
 use crate::exec;
-use crate::fsutil::{touch, under};
+use crate::fsutil::{sibling, touch, under};
 use anyhow::{Context as _, Result, anyhow, bail};
 use mms_backupd::unpack::chown_tree;
 use rewrite::{Change, Rewriter};
@@ -358,12 +358,6 @@ fn target_of(config_dir: &Path, s: &SourceDir) -> PathBuf {
 }
 
 /// `<config_dir>.<suffix>` beside the config dir (same filesystem: hard links and rename work).
-fn sibling(config_dir: &Path, suffix: &str) -> PathBuf {
-    let mut s = config_dir.as_os_str().to_os_string();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
 /// The result of migrating one service.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceReport {
@@ -621,15 +615,7 @@ impl Migration<'_> {
         if let Some(parent) = config_dir.parent() {
             fs::create_dir_all(parent)?;
         }
-        if old.exists() {
-            fs::remove_dir_all(old)?;
-        }
-        if config_dir.exists() {
-            fs::rename(config_dir, old)
-                .with_context(|| format!("moving {} aside", config_dir.display()))?;
-        }
-        fs::rename(build, config_dir)
-            .with_context(|| format!("installing {}", config_dir.display()))?;
+        crate::fsutil::swap_in(build, config_dir, old)?;
         Ok(rewrites)
     }
 
