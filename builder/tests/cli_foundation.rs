@@ -12,11 +12,24 @@ fn repo() -> PathBuf {
 }
 
 fn mms(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mms-build"))
-        .args(args)
+    mms_env(args, &[])
+}
+
+/// `mms-build ARGS` in the repo, with `envs` set and nothing from the caller's environment
+/// that changes its behaviour (identity, home, secret overrides, editor).
+fn mms_env(args: &[&str], envs: &[(&str, &std::ffi::OsStr)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mms-build"));
+    cmd.args(args)
         .current_dir(repo())
         .env_remove("MMS_IDENTITY")
-        .env("HOME", "/nonexistent-home")
+        .env_remove("VISUAL")
+        .env("HOME", "/nonexistent-home");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("MMS_SECRET_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(envs.iter().copied())
         .output()
         .expect("run mms-build")
 }
@@ -187,12 +200,10 @@ fn secrets_init_show_names_and_edit() {
     )
     .unwrap();
     std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_mms-build"))
-        .args(["secrets", "edit", "-c", cfg, "-i", id])
-        .env("EDITOR", &editor)
-        .env_remove("VISUAL")
-        .output()
-        .unwrap();
+    let o = mms_env(
+        &["secrets", "edit", "-c", cfg, "-i", id],
+        &[("EDITOR", editor.as_os_str())],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let tmp_path = std::fs::read_to_string(&seen).unwrap();
     assert!(
@@ -213,12 +224,10 @@ fn secrets_init_show_names_and_edit() {
     )
     .unwrap();
     let before = std::fs::read(dir.path().join("secrets.age")).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_mms-build"))
-        .args(["secrets", "edit", "-c", cfg, "-i", id])
-        .env("EDITOR", &editor)
-        .env_remove("VISUAL")
-        .output()
-        .unwrap();
+    let o = mms_env(
+        &["secrets", "edit", "-c", cfg, "-i", id],
+        &[("EDITOR", editor.as_os_str())],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("A-Za-z0-9") && !text(&o).contains("bad-pass"),
@@ -285,21 +294,23 @@ fn check_reports_missing_and_invalid_secrets() {
     );
     assert!(!out.contains("has space"), "{out}");
     // An env override fills the gap (and the bad password still fails).
-    let o = Command::new(env!("CARGO_BIN_EXE_mms-build"))
-        .args(["check", "-c", cfgs, "-i", ids])
-        .env("MMS_SECRET_TAILSCALE_AUTH_KEY", "tskey-env")
-        .env("MMS_SECRET_IMMICH_DB_PASSWORD", "Good1")
-        .env("MMS_SECRET_BACKUP_IDENTITY", "AGE-SECRET-KEY-1X")
-        .output()
-        .unwrap();
+    let o = mms_env(
+        &["check", "-c", cfgs, "-i", ids],
+        &[
+            ("MMS_SECRET_TAILSCALE_AUTH_KEY", "tskey-env".as_ref()),
+            ("MMS_SECRET_IMMICH_DB_PASSWORD", "Good1".as_ref()),
+            ("MMS_SECRET_BACKUP_IDENTITY", "AGE-SECRET-KEY-1X".as_ref()),
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     // A wrong identity is a clear error.
     let other = dir.path().join("other.txt");
-    Command::new("age-keygen")
+    let k = Command::new("age-keygen")
         .arg("-o")
         .arg(&other)
         .output()
         .unwrap();
+    assert!(k.status.success(), "age-keygen: {k:?}");
     let o = mms(&["check", "-c", cfgs, "-i", other.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("cannot decrypt"), "{}", text(&o));
